@@ -1,0 +1,32 @@
+# Two entry points for a newcomer: `make run` (server on the shipped samples) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: venv run test lint bench-cpu clean
+
+$(VENV)/.installed: requirements.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -r requirements.txt
+	# monailabel without its declared extras: they build sam2 and pull a CUDA torch (~8 GB);
+	# its runtime needs are pinned in requirements.txt instead.
+	$(PY) -m pip install --no-deps monailabel==0.8.5
+	$(PY) -m pip install --no-deps -e .
+	touch $@
+
+venv: $(VENV)/.installed
+
+run: venv
+	$(VENV)/bin/monailabel start_server --app monailabel_app --studies monailabel_app/sample_studies --host $(HOST) --port $(PORT)
+
+test: venv
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q tests
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV)
