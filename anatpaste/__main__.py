@@ -1,0 +1,3 @@
+from anatpaste.cli import main
+
+raise SystemExit(main())

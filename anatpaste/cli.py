@@ -1,0 +1,232 @@
+"""Command line: ``anatpaste train | score | evaluate | segment`` (also ``python -m anatpaste``).
+
+The last line printed by ``evaluate`` and ``segment --reference`` is one JSON object: scripts parse it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from anatpaste.errors import AnatPasteError, RadiographError
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from anatpaste.data import find_images, load_image_set
+    from anatpaste.train import TrainConfig, TrainProgress, train
+
+    paths = [p for d in args.normal for p in find_images(d)]
+    if len(paths) < 4:
+        raise AnatPasteError(f"found {len(paths)} images under {args.normal}; need at least 4 normals")
+    config = TrainConfig(
+        image_size=args.size, steps=args.steps, batch_size=args.batch_size, seed=args.seed, lr=args.lr,
+        eval_every=args.eval_every, select=args.select, checkpoint_every=args.checkpoint_every,
+        init_weights=args.init_weights, quantize=not args.no_quantize,
+        threshold_quantile=args.threshold_quantile,
+    )
+    data = load_image_set(paths, args.size)
+    for p, why in data.skipped:
+        print(f"skipped {p}: {why}", file=sys.stderr)
+    bar = tqdm(total=config.steps, desc="training", unit="step")
+
+    def progress(p: TrainProgress) -> None:
+        bar.n = p.step
+        post = {"loss": f"{p.loss:.3f}", "img/s": f"{p.images_per_s:.0f}"}
+        if p.best_synthetic_auc is not None:
+            post["syn_auc"] = f"{p.best_synthetic_auc:.3f}"
+        bar.set_postfix(post, refresh=False)
+        bar.refresh()
+
+    checkpoint = args.checkpoint or str(Path(args.output).with_suffix(".ckpt"))
+    summary = train(
+        config, data, args.output, device=args.device, checkpoint=checkpoint, progress=progress,
+        data_summary={"folders": [str(d) for d in args.normal], "n_images": len(data), "n_skipped": len(data.skipped)},
+    )
+    bar.close()
+    summary.pop("history", None)
+    print(json.dumps(summary))
+    return 0
+
+
+def _score_rows(args: argparse.Namespace) -> list[dict]:
+    from anatpaste.data import find_images
+    from anatpaste.detector import Detector
+    from anatpaste.io import read_radiograph
+    from anatpaste.overlay import render_overlay, save_png
+
+    det = Detector.load(args.model)
+    paths = find_images(args.input)
+    want_maps = args.overlays is not None
+    if want_maps:
+        Path(args.overlays).mkdir(parents=True, exist_ok=True)
+    rows = []
+    for p in tqdm(paths, desc="scoring", unit="img", disable=len(paths) < 2):
+        try:
+            rg = read_radiograph(p)
+            res = det.score(rg.pixels, maps=want_maps)
+        except RadiographError as err:
+            rows.append({"path": str(p), "error": f"{type(err).__name__}: {err}"})
+            continue
+        rows.append({"path": str(p), **res.to_json()})
+        if want_maps:
+            stem = Path(args.overlays) / p.stem
+            save_png(render_overlay(rg.pixels, res.heatmap, res.lung_mask, det.heat_display_max), f"{stem}_overlay.png")
+            save_png(res.lung_mask, f"{stem}_lungs.png")
+    return rows
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    rows = _score_rows(args)
+    fmt = args.format or (Path(args.output).suffix.lstrip(".") if args.output else "csv")
+    out = open(args.output, "w", newline="") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        if fmt == "json":
+            json.dump(rows, out, indent=1)
+            out.write("\n")
+        else:
+            fields = ["path", "score", "threshold", "label", "model_version", "error"]
+            w = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    failed = [r for r in rows if "error" in r]
+    for r in failed:
+        print(f"could not score {r['path']}: {r['error']}", file=sys.stderr)
+    return 2 if rows and len(failed) == len(rows) else 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from anatpaste.data import find_images
+    from anatpaste.detector import Detector
+    from anatpaste.io import read_radiograph
+    from anatpaste.metrics import detection_metrics
+
+    det = Detector.load(args.model)
+    scores: dict[str, np.ndarray] = {}
+    t0 = time.perf_counter()
+    for name, folder in (("normal", args.normal), ("abnormal", args.abnormal)):
+        paths = find_images(folder)
+        if not paths:
+            raise AnatPasteError(f"no images found in {folder}")
+        imgs = [read_radiograph(p).pixels for p in tqdm(paths, desc=f"reading {name}", unit="img")]
+        scores[name] = det.score_many(imgs)
+    result = {
+        **detection_metrics(scores["normal"], scores["abnormal"]),
+        "threshold": det.threshold,
+        "spec_at_threshold": float(np.mean(scores["normal"] <= det.threshold)),
+        "sens_at_threshold": float(np.mean(scores["abnormal"] > det.threshold)),
+        "model_version": det.version,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    print(json.dumps(result))
+    return 0
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    from anatpaste.data import find_images
+    from anatpaste.io import read_radiograph
+    from anatpaste.overlay import save_png
+    from anatpaste.segment import dice, iou, segment_lungs
+
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    dices, ious, missing = [], [], []
+    for p in tqdm(find_images(args.input), desc="segmenting", unit="img"):
+        try:
+            img = read_radiograph(p).pixels
+        except RadiographError as err:
+            print(f"skipped {p}: {err}", file=sys.stderr)
+            continue
+        mask = segment_lungs(img)
+        save_png(mask, out / f"{p.stem}.png")
+        if args.reference:
+            ref_path = Path(args.reference) / f"{p.stem}.png"
+            if not ref_path.is_file():
+                missing.append(str(ref_path))
+                continue
+            ref = np.asarray(read_reference_mask(ref_path, mask.shape))
+            dices.append(dice(mask, ref))
+            ious.append(iou(mask, ref))
+    if args.reference:
+        if not dices:
+            raise AnatPasteError(f"no reference masks matched the inputs in {args.reference}")
+        print(json.dumps({"dice": float(np.mean(dices)), "iou": float(np.mean(ious)), "n": len(dices),
+                          "n_missing_reference": len(missing)}))
+    return 0
+
+
+def read_reference_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """A 0/255 reference mask (anti-aliased edges thresholded at >127), resized to ``shape`` if needed."""
+    from PIL import Image
+
+    im = Image.open(path).convert("L")
+    if im.size != (shape[1], shape[0]):
+        im = im.resize((shape[1], shape[0]), Image.NEAREST)
+    return np.asarray(im) > 127
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="anatpaste", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train on folders of normal radiographs")
+    t.add_argument("--normal", nargs="+", required=True, help="folders (or files) of normal radiographs")
+    t.add_argument("--output", required=True, help="model file to write")
+    t.add_argument("--size", type=int, default=256, help="input side in pixels (paper: 256)")
+    t.add_argument("--steps", type=int, default=2000)
+    t.add_argument("--batch-size", type=int, default=64, help="originals per step (as many pasted are added)")
+    t.add_argument("--lr", type=float, default=0.03)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--eval-every", type=int, default=250, help="steps between label-free evaluations")
+    t.add_argument("--select", choices=["synthetic-auc", "last"], default="synthetic-auc")
+    t.add_argument("--checkpoint", help="resumable state file (default: OUTPUT with .ckpt); reruns resume")
+    t.add_argument("--checkpoint-every", type=int, default=250)
+    t.add_argument("--init-weights", help="local encoder weights: a model file or a torchvision resnet18 file")
+    t.add_argument("--threshold-quantile", type=float, default=0.95)
+    t.add_argument("--no-quantize", action="store_true", help="store fp32 weights instead of int8")
+    t.add_argument("--device", help="cuda / cpu (default: cuda when available)")
+    t.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser("score", help="score a radiograph or a folder")
+    s.add_argument("input")
+    s.add_argument("--model", help="model file (default: the shipped model)")
+    s.add_argument("--output", help="write CSV or JSON here (by extension) instead of stdout")
+    s.add_argument("--format", choices=["csv", "json"])
+    s.add_argument("--overlays", metavar="DIR", help="also write heatmap overlay and lung-mask PNGs here")
+    s.set_defaults(func=_cmd_score)
+
+    e = sub.add_parser("evaluate", help="AUC / AP / specificity at fixed sensitivity on labelled folders")
+    e.add_argument("--normal", required=True)
+    e.add_argument("--abnormal", required=True)
+    e.add_argument("--model")
+    e.set_defaults(func=_cmd_evaluate)
+
+    g = sub.add_parser("segment", help="threshold lung masks; Dice/IoU against reference masks")
+    g.add_argument("input")
+    g.add_argument("--output", required=True)
+    g.add_argument("--reference", help="folder of reference masks with the same file names (PNG)")
+    g.set_defaults(func=_cmd_segment)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except AnatPasteError as err:
+        print(f"anatpaste {args.command}: {type(err).__name__}: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,109 @@
+"""Score radiographs with a trained model file: anomaly score, label at the stored threshold, heatmap, lung mask."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from anatpaste.features import extract
+from anatpaste.image import as_unit_image
+from anatpaste.model.resnet import ResNet18Encoder
+from anatpaste.modelfile import dequantize_state, load_model
+from anatpaste.preprocess import resize_square, to_uint8
+from anatpaste.score import GaussianScorer, HeatmapScorer
+from anatpaste.segment import segment_lungs
+
+DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default.pt"
+
+
+@dataclass
+class ScoreResult:
+    """One radiograph's result. Maps are in the input image's own geometry (H, W)."""
+
+    score: float
+    threshold: float
+    is_abnormal: bool
+    heatmap: np.ndarray | None  # float32 (H, W), Mahalanobis distance per location
+    lung_mask: np.ndarray | None  # bool (H, W)
+    model_version: str
+
+    @property
+    def label(self) -> str:
+        return "abnormal" if self.is_abnormal else "normal"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "score": round(self.score, 6),
+            "threshold": round(self.threshold, 6),
+            "label": self.label,
+            "model_version": self.model_version,
+        }
+
+
+class Detector:
+    """A loaded model file, ready to score (CPU by default; thread count left to torch).
+
+    Example:
+        >>> det = Detector.load()  # the shipped default model
+        >>> det.image_size > 0
+        True
+    """
+
+    def __init__(self, payload: dict[str, Any], version: str, device: str | torch.device = "cpu") -> None:
+        self.payload = payload
+        self.version = version
+        self.device = torch.device(device)
+        pre = payload["preprocessing"]
+        self.image_size = int(pre["image_size"])
+        self.mean, self.std = float(pre["norm_mean"]), float(pre["norm_std"])
+        self.segmentation = str(pre.get("segmentation", "default"))
+        self.encoder = ResNet18Encoder(in_channels=1)
+        self.encoder.load_state_dict(dequantize_state(payload["encoder"]))
+        self.encoder.to(self.device).eval()
+        self.gaussian = GaussianScorer.from_state_dict(payload["gaussian"])
+        self.heat = HeatmapScorer.from_state_dict(payload["heatmap"])
+        self.heat_display_max = float(payload["heatmap"].get("display_max", 1.0))
+        self.threshold = float(payload["threshold"]["value"])
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> Detector:
+        """Load ``path`` (default: the shipped model). The version is derived from the file's content."""
+        path = Path(path) if path else DEFAULT_MODEL
+        payload = load_model(path)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+        return cls(payload, version=f"{path.stem}-{digest}", device=device)
+
+    def _input(self, image: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+        small = resize_square(as_unit_image(image), self.image_size)
+        return small, torch.from_numpy(to_uint8(small)).view(1, 1, self.image_size, self.image_size)
+
+    def score_many(self, images: list[np.ndarray], batch_size: int = 32) -> np.ndarray:
+        """Anomaly scores only (no maps), batched: for evaluation and the worklist."""
+        scores = []
+        for i in range(0, len(images), batch_size):
+            x = torch.cat([self._input(im)[1] for im in images[i : i + batch_size]])
+            emb, _ = extract(self.encoder, x, self.mean, self.std)
+            scores.append(self.gaussian.score(emb).numpy())
+        return np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)
+
+    def score(self, image: np.ndarray, maps: bool = True) -> ScoreResult:
+        """Score one radiograph (float32 (H, W) [0, 1]); with ``maps`` also heatmap and lung mask at (H, W)."""
+        small, x = self._input(image)
+        emb, grid = extract(self.encoder, x, self.mean, self.std, with_grid=maps)
+        s = float(self.gaussian.score(emb)[0])
+        heat = lung = None
+        if maps:
+            h, w = image.shape
+            heat_small = self.heat.heatmap(grid, (self.image_size, self.image_size))
+            heat = F.interpolate(heat_small.unsqueeze(1), size=(h, w), mode="bilinear", align_corners=False)
+            heat = heat[0, 0].numpy().astype(np.float32)
+            lung_small = torch.from_numpy(segment_lungs(small)).float().view(1, 1, *small.shape)
+            lung = F.interpolate(lung_small, size=(h, w), mode="nearest")[0, 0].numpy() > 0.5
+        return ScoreResult(s, self.threshold, s > self.threshold, heat, lung, self.version)

@@ -1,0 +1,100 @@
+"""After training: fit the scorers with the final (optionally int8) encoder and assemble the model file."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from anatpaste.data import ImageSet
+from anatpaste.errors import ModelFileError
+from anatpaste.features import extract
+from anatpaste.model import AnatPasteNet
+from anatpaste.model.resnet import ResNet18Encoder
+from anatpaste.modelfile import dequantize_state, load_model, quantize_state
+from anatpaste.preprocess import NORM_MEAN, NORM_STD
+from anatpaste.score import GaussianScorer, HeatmapScorer
+from anatpaste.segment import DEFAULT_METHOD
+from anatpaste.train.config import TrainConfig
+
+
+def build_payload(
+    encoder: ResNet18Encoder,
+    config: TrainConfig,
+    train_set: ImageSet,
+    holdout: ImageSet,
+    run: dict[str, Any],
+    data_summary: dict[str, Any],
+) -> dict[str, Any]:
+    """Fit the image Gaussian and heatmap Gaussians on ``train_set``, the threshold on ``holdout``.
+
+    The threshold comes from normals the network and the Gaussians never saw, so it estimates the false-
+    positive rate on new normals honestly; it uses no abnormal image.
+    """
+    encoder = encoder.cpu().eval()
+    if config.quantize:
+        enc_state: dict[str, Any] = quantize_state(encoder.state_dict())
+        encoder.load_state_dict(dequantize_state(enc_state))  # fit the statistics with the shipped weights
+    else:
+        enc_state = {k: v.float() if v.is_floating_point() else v for k, v in encoder.state_dict().items()}
+    emb, grids = extract(encoder, train_set.images, NORM_MEAN, NORM_STD, with_grid=True)
+    gauss = GaussianScorer.fit(emb)
+    heat = HeatmapScorer.fit(grids, config.heatmap_channels, generator=torch.Generator().manual_seed(config.seed))
+    h_emb, h_grids = extract(encoder, holdout.images, NORM_MEAN, NORM_STD, with_grid=True)
+    h_scores = gauss.score(h_emb).numpy()
+    threshold = float(np.quantile(h_scores, config.threshold_quantile))
+    heat_scale = float(np.quantile(heat.distance_grid(h_grids).numpy(), 0.99))
+    return {
+        "anatpaste_version": run.get("anatpaste_version"),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "encoder": enc_state,
+        "encoder_quantized": bool(config.quantize),
+        "gaussian": gauss.state_dict(),
+        "heatmap": {**heat.state_dict(), "display_max": heat_scale},
+        "threshold": {
+            "value": threshold,
+            "quantile": config.threshold_quantile,
+            "holdout_scores": sorted(float(s) for s in h_scores),
+            "how": "quantile of anomaly scores on held-out normal training images (no abnormal labels)",
+        },
+        "preprocessing": {
+            "image_size": config.image_size,
+            "norm_mean": NORM_MEAN,
+            "norm_std": NORM_STD,
+            "resize": "bilinear, square, aspect ratio not kept",
+            "segmentation": DEFAULT_METHOD,
+        },
+        "config": config.to_dict(),
+        "training": {
+            **run,
+            "n_train": len(train_set),
+            "n_holdout": len(holdout),
+            "data": data_summary,
+        },
+    }
+
+
+def load_init_weights(net: AnatPasteNet, path: str | Path) -> None:
+    """Initialise the encoder from an AnatPaste model file or a local torchvision ResNet-18 state dict.
+
+    RGB first-layer weights are summed over colour channels (a grey image repeated 3x gives the same output).
+    """
+    path = Path(path)
+    try:
+        state = dequantize_state(load_model(path)["encoder"])
+    except ModelFileError:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise ModelFileError(f"cannot read initial weights {path}: {err}") from err
+        if not isinstance(state, dict):
+            raise ModelFileError(f"{path} does not hold a state dict") from None
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    if state.get("conv1.weight") is not None and state["conv1.weight"].shape[1] == 3:
+        state["conv1.weight"] = state["conv1.weight"].sum(1, keepdim=True)
+    missing, unexpected = net.encoder.load_state_dict(state, strict=False)
+    if unexpected or [m for m in missing if not m.endswith("num_batches_tracked")]:
+        raise ModelFileError(f"{path}: weights do not fit ResNet-18 (missing {missing[:3]}, unexpected {unexpected[:3]})")

@@ -1,0 +1,196 @@
+"""The training loop: the whole normal set lives on the device; each step pastes a batch there and learns
+original (class 0) vs pasted (class 1). Resumable from its checkpoint; ends by exporting a model file."""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from anatpaste import __version__
+from anatpaste.data import ImageSet
+from anatpaste.features import autocast_for, normalise_input
+from anatpaste.model import AnatPasteNet
+from anatpaste.modelfile import save_model
+from anatpaste.paste import AnatPaste
+from anatpaste.preprocess import NORM_MEAN, NORM_STD
+from anatpaste.train.config import TrainConfig
+from anatpaste.train.export import build_payload, load_init_weights
+from anatpaste.train.selection import pasted_copies, synthetic_auc
+
+
+@dataclass
+class TrainProgress:
+    """What a caller (progress bar, MONAI Label's train_stats) sees after each step."""
+
+    step: int
+    total: int
+    loss: float
+    images_per_s: float
+    synthetic_auc: float | None = None
+    best_synthetic_auc: float | None = None
+    phase: str = "train"
+
+
+ProgressCallback = Callable[[TrainProgress], None]
+
+
+def split_holdout(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic (train, holdout) index split; at least 2 images on each side."""
+    if n < 4:
+        raise ValueError(f"need at least 4 normal images to train (2 to learn, 2 held out), got {n}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))
+    k = min(max(2, round(n * fraction)), n - 2)
+    return perm[k:].sort().values, perm[:k].sort().values
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def train(
+    config: TrainConfig,
+    data: ImageSet,
+    output: str | os.PathLike,
+    *,
+    device: str | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    progress: ProgressCallback | None = None,
+    data_summary: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train, select label-free, fit the scorers and write the model file to ``output``.
+
+    Args:
+        config: training settings.
+        data: normal images and lung masks at ``config.image_size``.
+        output: model file to write (atomically).
+        device: "cuda", "cpu", ...; default CUDA when available.
+        checkpoint: resumable state file; if it exists and matches ``config`` the run continues from it.
+        progress: called after every step and every evaluation.
+        data_summary: stored in the model file (e.g. source folders, counts).
+
+    Returns:
+        A summary: steps, wall time, images/s, synthetic AUCs, selected step, output path.
+    """
+    if data.images.shape[-1] != config.image_size:
+        raise ValueError(f"data is {data.images.shape[-1]} px but config.image_size is {config.image_size}")
+    dev = pick_device(device)
+    train_idx, hold_idx = split_holdout(len(data), config.holdout_fraction, config.seed)
+    train_set, holdout = data.subset(train_idx), data.subset(hold_idx)
+
+    torch.manual_seed(config.seed)  # the only global draw: nn.Module initialisation uses the global RNG
+    net = AnatPasteNet(in_channels=1)
+    if config.init_weights:
+        load_init_weights(net, config.init_weights)
+    net = net.to(dev).to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.steps)
+    gen = torch.Generator(device=dev).manual_seed(config.seed)
+    paster = AnatPaste()
+
+    images = train_set.images.to(dev)
+    lungs = train_set.lungs.to(dev)
+    # Fixed label-free evaluation set: held-out normals and their pasted copies, plus a fitting subset.
+    eval_fit = train_set.images[torch.randperm(len(train_set), generator=torch.Generator().manual_seed(7))[:512]]
+    eval_pasted = pasted_copies(holdout, paster, seed=config.seed + 12345)
+
+    start_step, history, best = 0, [], {"auc": -math.inf, "step": None, "state": None}
+    train_seconds = 0.0
+    ckpt_path = Path(checkpoint) if checkpoint else None
+    if ckpt_path and ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if state["config"] != config.to_dict():
+            raise ValueError(f"checkpoint {ckpt_path} was written with another configuration; remove it to restart")
+        net.load_state_dict(state["net"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        gen.set_state(state["gen"])
+        start_step, history, train_seconds = state["step"], state["history"], state["train_seconds"]
+        best = {"auc": state["best_auc"], "step": state["best_step"], "state": state["best_state"]}
+
+    def evaluate(step: int) -> float:
+        auc = synthetic_auc(net.encoder, eval_fit, holdout.images, eval_pasted, NORM_MEAN, NORM_STD)
+        history.append({"step": step, "synthetic_auc": auc, "loss": last_loss})
+        if auc > best["auc"]:
+            best.update(auc=auc, step=step, state=copy.deepcopy({k: v.cpu() for k, v in net.state_dict().items()}))
+        return auc
+
+    def save_checkpoint(step: int) -> None:
+        if ckpt_path is None:
+            return
+        tmp = ckpt_path.with_suffix(".tmp")
+        torch.save(
+            {
+                "config": config.to_dict(), "net": net.state_dict(), "opt": opt.state_dict(),
+                "sched": sched.state_dict(), "gen": gen.get_state(), "step": step, "history": history,
+                "train_seconds": train_seconds, "best_auc": best["auc"], "best_step": best["step"],
+                "best_state": best["state"],
+            },
+            tmp,
+        )
+        os.replace(tmp, ckpt_path)
+
+    net.train()
+    last_loss = float("nan")
+    labels = torch.cat([torch.zeros(config.batch_size), torch.ones(config.batch_size)]).long().to(dev)
+    b = config.batch_size
+    window_t, window_imgs = time.perf_counter(), 0
+    for step in range(start_step + 1, config.steps + 1):
+        t0 = time.perf_counter()
+        idx = torch.randint(0, images.shape[0], (b,), device=dev, generator=gen)
+        x = images[idx].float() / 255.0
+        xp = paster(x, lungs[idx], generator=gen)
+        batch = normalise_input(torch.cat([x, xp]), NORM_MEAN, NORM_STD)
+        with autocast_for(dev):
+            _, logits = net(batch)
+            loss = F.cross_entropy(logits.float(), labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 10 == 0 or step == config.steps or progress is not None:
+            last_loss = float(loss)  # a device sync: not every step on GPU unless someone listens
+        if dev.type == "cuda" and step % 50 == 0:
+            torch.cuda.synchronize()
+        train_seconds += time.perf_counter() - t0
+        window_imgs += 2 * b
+        rate = window_imgs / max(time.perf_counter() - window_t, 1e-9)
+        auc = None
+        if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
+            last_loss = float(loss)
+            auc = evaluate(step)
+            window_t, window_imgs = time.perf_counter(), 0
+        if progress:
+            progress(TrainProgress(step, config.steps, last_loss, rate, auc, best["auc"] if best["step"] else None))
+        if ckpt_path and config.checkpoint_every and step % config.checkpoint_every == 0:
+            save_checkpoint(step)
+
+    if config.select == "synthetic-auc" and best["state"] is not None:
+        net.load_state_dict(best["state"])
+        selected = best["step"]
+    else:
+        selected = config.steps
+    net = net.cpu().to(memory_format=torch.contiguous_format)
+    if progress:
+        progress(TrainProgress(config.steps, config.steps, last_loss, 0.0, None, best["auc"], phase="fitting"))
+    run = {
+        "steps": config.steps, "selected_step": selected, "train_seconds": round(train_seconds, 2),
+        "images_per_s": round(2 * b * (config.steps - start_step) / max(train_seconds, 1e-9), 1),
+        "history": history, "device": str(dev), "anatpaste_version": __version__,
+        "torch_version": torch.__version__,
+    }
+    payload = build_payload(net.encoder, config, train_set, holdout, run, data_summary or {})
+    save_model(payload, output)
+    if ckpt_path and ckpt_path.is_file():
+        save_checkpoint(config.steps)
+    return {**run, "output": str(output), "threshold": payload["threshold"]["value"]}

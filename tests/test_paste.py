@@ -1,0 +1,102 @@
+"""AnatPaste augmentation: invariants, not the RNG's draw order."""
+
+import pytest
+import torch
+
+from anatpaste.paste import AnatPaste
+from anatpaste.paste.anatpaste import gaussian_blur
+
+
+def _batch(b: int = 16, size: int = 96) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(3)
+    img = torch.rand(b, 1, size, size, generator=g) * 0.5 + 0.25
+    lung = torch.zeros(b, 1, size, size, dtype=torch.bool)
+    lung[..., size // 5 : 4 * size // 5, size // 8 : size // 2 - 4] = True
+    lung[..., size // 5 : 4 * size // 5, size // 2 + 4 : 7 * size // 8] = True
+    return img, lung
+
+
+def test_paste_never_touches_pixels_outside_the_lung():
+    img, lung = _batch()
+    for seed in range(5):
+        out = AnatPaste()(img, lung, generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(out[~lung], img[~lung])
+
+
+def test_paste_changes_every_image_inside_the_lung():
+    img, lung = _batch()
+    out = AnatPaste()(img, lung, generator=torch.Generator().manual_seed(0))
+    changed = ((out - img).abs() > 1e-4).flatten(1).sum(1)
+    assert (changed > 0).all()
+
+
+def test_paste_output_is_a_convex_blend_of_patch_and_image():
+    img, lung = _batch()
+    out = AnatPaste()(img, lung, generator=torch.Generator().manual_seed(1))
+    assert out.shape == img.shape and out.dtype == img.dtype
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_same_seed_same_output_different_seed_different_output():
+    img, lung = _batch()
+    p = AnatPaste()
+    a = p(img, lung, generator=torch.Generator().manual_seed(5))
+    b = p(img, lung, generator=torch.Generator().manual_seed(5))
+    c = p(img, lung, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_drawn_parameters_follow_the_published_ranges():
+    _, lung = _batch(b=2000, size=64)
+    d = AnatPaste().draw(lung, torch.Generator().manual_seed(0))
+    area = d.patch_hw.prod(1) / (64 * 64)
+    assert area.min() >= 0.02 * 0.9 and area.max() <= 0.15 * 1.1
+    assert 0.45 < d.ellipse.float().mean() < 0.55
+    assert d.opacity.min() >= 150 / 255 - 1e-6 and d.opacity.max() <= 1
+    assert d.brightness.min() >= 0.9 and d.brightness.max() <= 1.1
+    assert d.blur_sigma.max() <= 14 * 64 / 256 + 1e-6
+    ty, tx = d.target_yx[:, 0].long(), d.target_yx[:, 1].long()
+    assert lung[torch.arange(2000), 0, ty, tx].all(), "every paste is centred on a lung pixel"
+
+
+def test_no_dark_halo_when_pasting_a_bright_patch_of_a_flat_image():
+    # A flat image: any value below the flat level next to the paste would be the original's black halo.
+    img = torch.full((8, 1, 128, 128), 0.6)
+    lung = torch.ones(8, 1, 128, 128, dtype=torch.bool)
+    p = AnatPaste(jitter=0.0)
+    out = p(img, lung, generator=torch.Generator().manual_seed(2))
+    assert torch.allclose(out, img, atol=1e-5)
+
+
+def test_opacity_bounds_the_blend_weight():
+    # Patch source = constant 1, image = 0 → output equals alpha; alpha ≤ max opacity.
+    b, s = 32, 64
+    img = torch.zeros(b, 1, s, s)
+    img[..., :, : s // 2] = 1.0  # left half bright (a source), right half dark (the lung)
+    lung = torch.zeros(b, 1, s, s, dtype=torch.bool)
+    lung[..., :, s // 2 :] = True
+    p = AnatPaste(opacity=(0.6, 0.6), jitter=0.0, max_blur_at_256=0.0)
+    out = p(img, lung, generator=torch.Generator().manual_seed(4))
+    assert out[lung].max() <= 0.6 + 1e-5
+
+
+def test_empty_lung_mask_is_identity():
+    img, _ = _batch(b=4)
+    out = AnatPaste()(img, torch.zeros_like(img, dtype=torch.bool), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out, img)
+
+
+def test_gaussian_blur_preserves_mass_and_zero_sigma_is_identity():
+    x = torch.zeros(3, 1, 65, 65)
+    x[:, :, 32, 32] = 1.0
+    y = gaussian_blur(x, torch.tensor([0.0, 2.0, 5.0]))
+    assert torch.allclose(y[0], x[0])
+    assert torch.allclose(y.sum((1, 2, 3)), torch.ones(3), atol=1e-4)
+    assert y[2, 0, 32, 32] < y[1, 0, 32, 32] < 1
+
+
+@pytest.mark.parametrize("bad", [{"area": (0.2, 0.1)}, {"jitter": 1.5}, {"opacity": (0.0, 1.0)}])
+def test_invalid_settings_are_rejected(bad):
+    with pytest.raises(ValueError):
+        AnatPaste(**bad)
