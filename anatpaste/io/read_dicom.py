@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi, convert_color_space
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -23,6 +24,7 @@ from anatpaste.image import as_unit_image
 from anatpaste.io.grey import colour_to_grey
 from anatpaste.io.radiograph import Radiograph
 
+_UNDEFINED_LENGTH = 0xFFFFFFFF
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 # Non-identifying header fields copied into Radiograph.meta (never names, IDs, dates of birth).
 _META_KEYWORDS = (
@@ -68,10 +70,26 @@ def read_dicom(path: str | os.PathLike, *, max_pixels: int, force: bool = False)
         ds = pydicom.dcmread(os.fspath(path), force=force)
     except Exception as exc:  # InvalidDicomError, EOFError, struct.error, ... from a bad file
         raise UnreadableImageError(f"{path}: not a readable DICOM file: {exc}") from exc
-    if force and not _looks_like_image_object(ds):
+    try:
+        return _radiograph(ds, os.fspath(path), max_pixels=max_pixels, forced=force)
+    except RadiographError:
+        raise
+    except Exception as exc:  # corrupt values and decoders (numpy, gdcm, pillow) raise anything at all
+        raise UnreadableImageError(f"{path}: cannot decode DICOM data (corrupt file?): {exc}") from exc
+
+
+def _radiograph(ds: Dataset, path: str, *, max_pixels: int, forced: bool) -> Radiograph:
+    """Check what the header promises, then decode; see :func:`read_dicom`."""
+    if forced and not _looks_like_image_object(ds):
         raise UnreadableImageError(f"{path}: not a DICOM file (no DICOM header found)")
     if not any(kw in ds for kw in _PIXEL_KEYWORDS):
-        raise NoPixelDataError(f"{path}: DICOM object has no pixel data (SOP class {ds.get('SOPClassUID')})")
+        # pydicom 2.x stops quietly at the end of a cut file: tell a truncated image from a header-only one.
+        if _parse_stopped_early(ds, os.path.getsize(path)):
+            raise UnreadableImageError(f"{path}: truncated DICOM file (the data ends inside an element)")
+        raise NoPixelDataError(
+            f"{path}: DICOM object has no pixel data (SOP class {ds.get('SOPClassUID')}; "
+            "a header-only object, or a file cut before the pixel data)"
+        )
 
     n_frames = _int(ds.get("NumberOfFrames"), 1)
     if n_frames > 1:
@@ -87,27 +105,20 @@ def read_dicom(path: str | os.PathLike, *, max_pixels: int, force: bool = False)
 
     meta = _meta(ds)  # before decoding: a handler may rewrite PhotometricInterpretation to RGB
     photometric = meta.get("PhotometricInterpretation", "MONOCHROME2").upper()
-    try:
-        _ensure_transfer_syntax(ds)
-        arr = ds.pixel_array
-        if samples == 3:
-            grey = _colour_to_grey(arr, ds)
-            invert = False
-        else:
-            if arr.ndim != 2:
-                raise UnsupportedImageError(f"{path}: decoded pixel array has shape {arr.shape}, not 2-D")
-            grey, meta["voi"] = _grey_pipeline(arr, ds)
-            invert = photometric == "MONOCHROME1"
-    except RadiographError:
-        raise
-    except Exception as exc:  # decoders (numpy, gdcm, pillow) raise anything from ValueError to RuntimeError
-        raise UnreadableImageError(f"{path}: cannot decode DICOM pixel data: {exc}") from exc
+    _ensure_transfer_syntax(ds)
+    arr = ds.pixel_array
+    if samples == 3:
+        grey = _colour_to_grey(arr, ds)
+    elif arr.ndim != 2:
+        raise UnsupportedImageError(f"{path}: decoded pixel array has shape {arr.shape}, not 2-D")
+    else:
+        grey, meta["voi"] = _grey_pipeline(arr, ds)
 
     unit = as_unit_image(grey)
-    if invert:  # MONOCHROME1: the lowest value is white
+    if samples == 1 and photometric == "MONOCHROME1":  # the lowest value is white
         np.subtract(np.float32(1.0), unit, out=unit)
     modality = str(ds.get("Modality") or "").strip() or None
-    return Radiograph(pixels=unit, spacing=_spacing(ds), source=os.fspath(path), modality=modality, meta=meta)
+    return Radiograph(pixels=unit, spacing=_spacing(ds), source=path, modality=modality, meta=meta)
 
 
 def _grey_pipeline(arr: np.ndarray, ds: Dataset) -> tuple[np.ndarray, str]:
@@ -238,6 +249,25 @@ def _looks_like_image_object(ds: Dataset) -> bool:
     """After a forced read, demand elements a real image object has; random bytes rarely parse to these."""
     has_size = "Rows" in ds and "Columns" in ds
     return "SOPClassUID" in ds or has_size or any(kw in ds for kw in _PIXEL_KEYWORDS)
+
+
+def _parse_stopped_early(ds: Dataset, file_size: int) -> bool:
+    """True when the last top-level element read does not end exactly at the end of the file.
+
+    A cut inside a value leaves it shorter than its declared length; a cut inside an element header
+    or inside an undefined-length value (encapsulated pixel data) makes pydicom drop that element,
+    so the last one kept ends before the file does. Only unconverted (raw) elements carry lengths.
+    A cut inside the file meta header leaves no data set elements at all.
+    """
+    if len(ds) == 0:  # nothing after the file meta header
+        return True
+    last_start, last_end = -1, None
+    for elem in ds.values():  # values() does not convert raw elements
+        if isinstance(elem, RawDataElement) and elem.value_tell > last_start:
+            last_start = elem.value_tell
+            # An undefined-length element that was kept ended at its delimiter: complete.
+            last_end = None if elem.length == _UNDEFINED_LENGTH else elem.value_tell + elem.length
+    return last_end is not None and last_end != file_size
 
 
 def _ensure_transfer_syntax(ds: Dataset) -> None:

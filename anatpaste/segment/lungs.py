@@ -190,6 +190,7 @@ def _improved(
     select: str = "prior",
     finish: str = "fill",
     close_r: float = 6,
+    recon: bool = True,
 ) -> np.ndarray:
     clahe = _clahe(work)
     if sigma:
@@ -198,6 +199,7 @@ def _improved(
     fov = ~outside
     t = filters.threshold_otsu(clahe[fov]) if otsu_fov else filters.threshold_otsu(clahe)
     dark = (clahe <= t) & (work > 0.0) & fov
+    dark0 = dark
     if open_r:
         dark = ndi.binary_opening(dark, structure=_disk(open_r, scale))
     else:
@@ -227,6 +229,74 @@ def _improved(
     else:
         keep = [i for i in np.argsort(score)[::-1][:2] if score[i] > 0]
     lungs = np.isin(lab, keep)
+    if open_r and recon:
+        lungs = ndi.binary_dilation(lungs, structure=_disk(open_r, scale)) & dark0
+    if dilate:
+        lungs = ndi.binary_dilation(lungs, structure=_square(dilate, scale))
+    if finish == "hull":
+        out = np.zeros_like(lungs)
+        sub, k = ndi.label(lungs, structure=_SQUARE3)
+        for i in range(1, k + 1):
+            out |= morphology.convex_hull_image(sub == i)
+        lungs = out
+    elif finish == "close":
+        r = _px(close_r, scale)
+        lungs = ndi.binary_closing(np.pad(lungs, r), structure=morphology.disk(r).astype(bool))[r:-r, r:-r]
+    return ndi.binary_fill_holes(lungs)
+
+
+def _select(cand: np.ndarray, forbidden: np.ndarray, scale: float, prior: bool = True, drop_touch: bool = True) -> np.ndarray:
+    lab, n = ndi.label(cand, structure=_SQUARE3)
+    if n == 0:
+        return cand
+    h, w = cand.shape
+    idx = np.arange(n + 1)
+    areas = np.bincount(lab.ravel(), minlength=n + 1).astype(np.float64)
+    areas[0] = 0
+    if drop_touch:
+        touching = np.unique(lab[ndi.binary_dilation(forbidden, structure=_SQUARE3) & cand])
+        areas[touching] = 0
+    areas[areas < _px(400, scale * scale)] = 0
+    score = ndi.sum_labels(_prior_weight((h, w)), lab, index=idx) if prior else areas.copy()
+    score[areas == 0] = 0
+    xs = ndi.sum_labels(np.broadcast_to(np.arange(w, dtype=np.float64)[None, :], (h, w)), lab, index=idx)
+    cx = xs / np.maximum(areas, 1)
+    keep = []
+    for side in ((areas > 0) & (cx < w / 2), (areas > 0) & (cx >= w / 2)):
+        c = np.where(side)[0]
+        if c.size:
+            keep.append(c[np.argmax(score[c])])
+    return np.isin(lab, keep)
+
+
+def _body_variant(
+    work: np.ndarray,
+    scale: float,
+    *,
+    sigma: float = 2,
+    margin: float = 3,
+    src: str = "smooth",
+    body_erode: float = 2,
+    open_r: float = 1,
+    drop_touch: bool = True,
+    finish: str = "close",
+    close_r: float = 6,
+    dilate: int = 0,
+) -> np.ndarray:
+    outside = _outside(work, scale, margin)
+    fov = ~outside
+    ws = ndi.gaussian_filter(work, sigma * scale) if sigma else work
+    t1 = filters.threshold_otsu(ws[fov])
+    t_air = filters.threshold_otsu(ws[fov & (ws <= t1)])
+    body = _largest(ndi.binary_fill_holes((ws > t_air) & fov), 1)
+    if body_erode:
+        body = ndi.binary_erosion(body, structure=_disk(body_erode, scale))
+    img = _clahe(work) if src == "clahe" else ws
+    t2 = filters.threshold_otsu(img[body])
+    dark = (img <= t2) & body
+    if open_r:
+        dark = ndi.binary_opening(dark, structure=_disk(open_r, scale))
+    lungs = _select(dark, ~body, scale, drop_touch=drop_touch)
     if dilate:
         lungs = ndi.binary_dilation(lungs, structure=_square(dilate, scale))
     if finish == "hull":

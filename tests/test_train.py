@@ -1,0 +1,95 @@
+"""A tiny CPU training run: it must learn, save a model that scores, and be deterministic and resumable."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from anatpaste.data import load_image_set
+from anatpaste.detector import Detector
+from anatpaste.io import read_radiograph
+from anatpaste.modelfile import load_model
+from anatpaste.train import TrainConfig, train
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+NORMALS = sorted((SHARED / "zhanglab" / "train" / "NORMAL").glob("*.jpeg"))[:40]
+
+
+@pytest.fixture(scope="module")
+def image_set():
+    assert len(NORMALS) == 40, f"expected the ZhangLab normals under {SHARED}"
+    return load_image_set(NORMALS, 64, progress=False)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, image_set):
+    out = tmp_path_factory.mktemp("model") / "tiny.pt"
+    cfg = TrainConfig(image_size=64, steps=40, batch_size=16, seed=0, eval_every=20, checkpoint_every=0,
+                      lr=0.03, holdout_fraction=0.25)
+    losses: list[float] = []
+    summary = train(cfg, image_set, out, device="cpu", progress=lambda p: losses.append(p.loss))
+    return out, summary, losses
+
+
+def test_training_loss_falls(trained):
+    _, _, losses = trained
+    assert np.mean(losses[:5]) > np.mean(losses[-5:]), f"loss did not fall: {losses[:5]} → {losses[-5:]}"
+
+
+def test_training_separates_synthetic_anomalies_better_than_chance(trained):
+    _, summary, _ = trained
+    best = max(h["synthetic_auc"] for h in summary["history"])
+    assert best > 0.6, summary["history"]
+
+
+def test_model_file_carries_everything_needed_to_score(trained):
+    path, summary, _ = trained
+    payload = load_model(path)
+    assert payload["preprocessing"]["image_size"] == 64
+    assert payload["threshold"]["value"] == pytest.approx(summary["threshold"])
+    assert payload["training"]["n_train"] + payload["training"]["n_holdout"] == 40
+    assert payload["encoder_quantized"] is True
+    torch.load(path, weights_only=True)  # the safe loader must accept the file
+
+
+def test_scoring_is_deterministic_and_maps_keep_the_input_geometry(trained):
+    path, _, _ = trained
+    det = Detector.load(path)
+    img = read_radiograph(NORMALS[0]).pixels[:, :200]  # non-square on purpose
+    a, b = det.score(img), Detector.load(path).score(img)
+    assert a.score == b.score
+    assert a.heatmap.shape == img.shape and a.lung_mask.shape == img.shape
+    assert a.lung_mask.dtype == bool and a.lung_mask.any()
+    assert a.is_abnormal == (a.score > a.threshold)
+    assert np.isclose(det.score_many([img])[0], a.score, rtol=1e-5)
+
+
+def test_same_seed_gives_the_same_model(tmp_path, image_set):
+    cfg = TrainConfig(image_size=64, steps=4, batch_size=8, seed=3, eval_every=0, checkpoint_every=0)
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    train(cfg, image_set, a, device="cpu")
+    train(cfg, image_set, b, device="cpu")
+    assert torch.equal(load_model(a)["gaussian"]["mean"], load_model(b)["gaussian"]["mean"])
+
+
+def test_resume_from_checkpoint_equals_an_uninterrupted_run(tmp_path, image_set):
+    full = TrainConfig(image_size=64, steps=6, batch_size=8, seed=1, eval_every=3, checkpoint_every=3)
+    train(full, image_set, tmp_path / "full.pt", device="cpu")
+    ckpt = tmp_path / "run.ckpt"
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_3(p):
+        if p.step == 4:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(full, image_set, tmp_path / "resumed.pt", device="cpu", checkpoint=ckpt, progress=stop_after_3)
+    assert ckpt.is_file() and not (tmp_path / "resumed.pt").exists()
+    train(full, image_set, tmp_path / "resumed.pt", device="cpu", checkpoint=ckpt)
+    m1, m2 = load_model(tmp_path / "full.pt"), load_model(tmp_path / "resumed.pt")
+    assert torch.allclose(m1["gaussian"]["mean"], m2["gaussian"]["mean"], atol=1e-5)
+    assert json.dumps(m1["training"]["history"]) == json.dumps(m2["training"]["history"])
