@@ -13,12 +13,13 @@ GREY_TOLERANCE = 4 / 255
 GREY_OUTLIER_FRACTION = 0.001
 
 
-def colour_to_grey(rgb: np.ndarray, full_scale: float) -> np.ndarray:
+def colour_to_grey(rgb: np.ndarray, full_scale: float, source: str = "") -> np.ndarray:
     """Return the channel mean of an (H, W, >=3) colour array whose channels agree.
 
     Args:
         rgb: (H, W, C) array with C >= 3; channels beyond the third (alpha, padding) are ignored.
         full_scale: the largest value the encoding can hold (255 for 8 bits), to scale the tolerance.
+        source: the file name, to prefix error messages with.
 
     Returns:
         float32 (H, W) array of the mean of the first three channels.
@@ -26,8 +27,9 @@ def colour_to_grey(rgb: np.ndarray, full_scale: float) -> np.ndarray:
     Raises:
         UnsupportedImageError: not (H, W, >=3), or the channels clearly differ (a colour picture).
     """
+    prefix = f"{source}: " if source else ""
     if rgb.ndim != 3 or rgb.shape[2] < 3:
-        raise UnsupportedImageError(f"expected an (H, W, 3) colour array, got shape {rgb.shape}")
+        raise UnsupportedImageError(f"{prefix}expected an (H, W, 3) colour array, got shape {rgb.shape}")
     rgb = rgb[..., :3]
     # float32 before subtracting: signed inputs could overflow their own dtype.
     spread = rgb.max(axis=2).astype(np.float32) - rgb.min(axis=2).astype(np.float32)
@@ -35,7 +37,7 @@ def colour_to_grey(rgb: np.ndarray, full_scale: float) -> np.ndarray:
     n_colour = int(np.count_nonzero(spread > tolerance))
     if n_colour > GREY_OUTLIER_FRACTION * spread.size:
         raise UnsupportedImageError(
-            f"this is a colour image ({100 * n_colour / spread.size:.1f}% of pixels have channels "
+            f"{prefix}this is a colour image ({100 * n_colour / spread.size:.1f}% of pixels have channels "
             f"differing by more than {tolerance:.0f} levels, max {float(spread.max()):.0f}); "
             "a radiograph must be grey"
         )

@@ -1,7 +1,8 @@
-"""Read a single-frame grey DICOM radiograph with pydicom (gdcm decodes JPEG / JPEG 2000)."""
+"""Read a single-frame grey DICOM radiograph with pydicom (Pillow, else gdcm, decodes JPEG / JPEG 2000)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from typing import Any
@@ -11,7 +12,15 @@ import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi, convert_color_space
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    JPEG2000,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+)
 
 from anatpaste.errors import (
     ImageTooLargeError,
@@ -25,6 +34,7 @@ from anatpaste.io.grey import colour_to_grey
 from anatpaste.io.radiograph import Radiograph
 
 _UNDEFINED_LENGTH = 0xFFFFFFFF
+_PILLOW_SYNTAXES = (JPEGBaseline8Bit, JPEGExtended12Bit, JPEG2000Lossless, JPEG2000)
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 # Non-identifying header fields copied into Radiograph.meta (never names, IDs, dates of birth).
 _META_KEYWORDS = (
@@ -103,12 +113,13 @@ def _radiograph(ds: Dataset, path: str, *, max_pixels: int, forced: bool) -> Rad
             f"{path}: {rows}x{cols} = {rows * cols} pixels exceeds the limit of {max_pixels}"
         )
 
+    _check_pixel_module(ds, path)
+
     meta = _meta(ds)  # before decoding: a handler may rewrite PhotometricInterpretation to RGB
     photometric = meta.get("PhotometricInterpretation", "MONOCHROME2").upper()
-    _ensure_transfer_syntax(ds)
-    arr = ds.pixel_array
+    arr = _decode(ds)
     if samples == 3:
-        grey = _colour_to_grey(arr, ds)
+        grey = _colour_to_grey(arr, ds, path)
     elif arr.ndim != 2:
         raise UnsupportedImageError(f"{path}: decoded pixel array has shape {arr.shape}, not 2-D")
     else:
@@ -121,10 +132,45 @@ def _radiograph(ds: Dataset, path: str, *, max_pixels: int, forced: bool) -> Rad
     return Radiograph(pixels=unit, spacing=_spacing(ds), source=path, modality=modality, meta=meta)
 
 
+def _check_pixel_module(ds: Dataset, path: str) -> None:
+    """Refuse impossible Image Pixel values before any decoder sees them.
+
+    gdcm can abort the whole process (an uncaught C++ exception) on e.g. Bits Stored = 4360.
+    """
+    allocated = _int(ds.get("BitsAllocated"), 0)
+    stored = _int(ds.get("BitsStored"), allocated)
+    rows, cols = _int(ds.get("Rows"), 0), _int(ds.get("Columns"), 0)
+    problems = []
+    if "PixelData" in ds and allocated not in (1, 8, 16, 32):
+        problems.append(f"Bits Allocated {ds.get('BitsAllocated')}")
+    if not 1 <= stored <= max(allocated, 1):
+        problems.append(f"Bits Stored {ds.get('BitsStored')} (Bits Allocated {ds.get('BitsAllocated')})")
+    if _int(ds.get("PixelRepresentation"), 0) not in (0, 1):
+        problems.append(f"Pixel Representation {ds.get('PixelRepresentation')}")
+    if rows < 1 or cols < 1:
+        problems.append(f"size {rows}x{cols}")
+    if problems:
+        raise UnreadableImageError(f"{path}: corrupt DICOM header: invalid {', '.join(problems)}")
+
+
+def _decode(ds: Dataset) -> np.ndarray:
+    """Decode the pixel data, preferring Pillow over gdcm for JPEG and JPEG 2000.
+
+    Pillow raises Python exceptions on corrupt streams where gdcm may abort the process, and it is
+    faster on baseline JPEG; gdcm stays the fallback for what pydicom's Pillow handler cannot do.
+    """
+    _ensure_transfer_syntax(ds)
+    if ds.file_meta.TransferSyntaxUID in _PILLOW_SYNTAXES:
+        # NotImplementedError (e.g. 12-bit JPEG) is no decoding failure: let gdcm try.
+        with contextlib.suppress(NotImplementedError):
+            ds.convert_pixel_data("pillow")
+    return ds.pixel_array
+
+
 def _grey_pipeline(arr: np.ndarray, ds: Dataset) -> tuple[np.ndarray, str]:
     """Apply stored-bit masking, the Modality LUT and the VOI; return the array and the VOI used.
 
-    Linear steps run in float32 here because pydicom's float64 versions take several times longer
+    Linear steps run in float32 here because pydicom's float64 versions take 2-3x longer
     on a 2k x 2k image; LUT sequences go through pydicom.
     """
     arr = _stored_values(arr, ds)
@@ -187,15 +233,15 @@ def _stored_values(arr: np.ndarray, ds: Dataset) -> np.ndarray:
     return unsigned
 
 
-def _colour_to_grey(arr: np.ndarray, ds: Dataset) -> np.ndarray:
+def _colour_to_grey(arr: np.ndarray, ds: Dataset, path: str) -> np.ndarray:
     """A 3-sample DICOM is accepted only when it is grey; return its grey values."""
     if arr.ndim != 3 or arr.shape[2] != 3:
-        raise UnsupportedImageError(f"decoded colour pixel array has shape {arr.shape}, not (rows, cols, 3)")
+        raise UnsupportedImageError(f"{path}: decoded colour array has shape {arr.shape}, not (H, W, 3)")
     photometric = str(ds.get("PhotometricInterpretation", "RGB")).upper()
     if photometric in ("YBR_FULL", "YBR_FULL_422"):  # not converted by the decoder
         arr = convert_color_space(arr, photometric, "RGB")
     bits = _int(ds.get("BitsStored"), arr.dtype.itemsize * 8)
-    return colour_to_grey(arr, 2**bits - 1)
+    return colour_to_grey(arr, 2**bits - 1, path)
 
 
 def _has_voi_lut(ds: Dataset) -> bool:

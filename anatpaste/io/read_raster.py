@@ -59,7 +59,7 @@ def read_raster(path: str | os.PathLike, *, max_pixels: int) -> Radiograph:
             mode = im.mode
             # exif_transpose decodes the image (or returns a loaded copy when orientation is absent).
             oriented = ImageOps.exif_transpose(im)
-            pixels = _to_grey_array(oriented if oriented is not None else im)
+            pixels = _to_grey_array(oriented if oriented is not None else im, os.fspath(path))
     except RadiographError:
         raise
     except Image.DecompressionBombError as exc:
@@ -73,7 +73,7 @@ def read_raster(path: str | os.PathLike, *, max_pixels: int) -> Radiograph:
     return Radiograph(pixels=unit, spacing=None, source=os.fspath(path), modality=None, meta=meta)
 
 
-def _to_grey_array(im: Image.Image) -> np.ndarray:
+def _to_grey_array(im: Image.Image, source: str) -> np.ndarray:
     """Return the decoded image as a 2-D array, refusing real colour."""
     mode = im.mode
     if mode in _GREY_MODES:
@@ -81,6 +81,6 @@ def _to_grey_array(im: Image.Image) -> np.ndarray:
     if mode in ("LA", "La"):
         return np.asarray(im.getchannel(0))
     if mode in ("RGB", "RGBA", "RGBX", "RGBa"):
-        return colour_to_grey(np.asarray(im), 255)
+        return colour_to_grey(np.asarray(im), 255, source)
     # Palettes (P, PA), CMYK, YCbCr, LAB, HSV: let Pillow map them to RGB, then test for grey.
-    return colour_to_grey(np.asarray(im.convert("RGB")), 255)
+    return colour_to_grey(np.asarray(im.convert("RGB")), 255, source)

@@ -309,3 +309,168 @@ def _body_variant(
         r = _px(close_r, scale)
         lungs = ndi.binary_closing(np.pad(lungs, r), structure=morphology.disk(r).astype(bool))[r:-r, r:-r]
     return ndi.binary_fill_holes(lungs)
+
+
+def _outside2(work: np.ndarray, scale: float, margin_at_256: float, low: float = 0.05, jump: float = 2) -> np.ndarray:
+    m = _px(margin_at_256, scale)
+    frame = np.zeros(work.shape, dtype=bool)
+    frame[:m, :] = frame[-m:, :] = True
+    frame[:, :m] = frame[:, -m:] = True
+    dark = work <= low
+    if jump:
+        r = _px(jump, scale)
+        dark = ndi.binary_closing(np.pad(dark, r, constant_values=True), structure=morphology.disk(r).astype(bool))[r:-r, r:-r]
+    lab, n = ndi.label(dark)
+    if n:
+        touching = np.unique(lab[frame & dark])
+        frame |= np.isin(lab, touching[touching > 0])
+    return frame
+
+
+def _sweep(
+    work: np.ndarray,
+    scale: float,
+    *,
+    margin: float = 2,
+    low: float = 0.05,
+    jump: float = 2,
+    steps: int = 6,
+    low_frac: float = 0.6,
+    open_r: float = 1,
+    min_lung: float = 0.02,
+    prior: bool = True,
+    finish: str = "close",
+    close_r: float = 6,
+    dilate: int = 3,
+    no_air: bool = True,
+    grow: float = 0,
+) -> np.ndarray:
+    h, w = work.shape
+    c = _clahe(work)
+    valid = (c > 0) & (work > low) if no_air else (c > 0)
+    outside = _outside2(work, scale, margin, low, jump)
+    near_out = ndi.binary_dilation(outside, structure=_SQUARE3)
+    t0 = filters.threshold_otsu(c)
+    weight = _prior_weight((h, w)) if prior else np.ones((h, w))
+    xgrid = np.broadcast_to(np.arange(w, dtype=np.float64)[None, :], (h, w))
+    min_area = min_lung * h * w
+    found: list[np.ndarray | None] = [None, None]
+    se = _disk(open_r, scale) if open_r else None
+    for t in np.linspace(t0, t0 * low_frac, steps):
+        dark = (c <= t) & ~outside & valid
+        if se is not None:
+            dark = ndi.binary_opening(dark, structure=se)
+        lab, n = ndi.label(dark, structure=_SQUARE3)
+        if n == 0:
+            continue
+        idx = np.arange(n + 1)
+        areas = np.bincount(lab.ravel(), minlength=n + 1).astype(np.float64)
+        areas[0] = 0
+        areas[np.unique(lab[near_out & dark])] = 0
+        areas[areas < min_area] = 0
+        score = ndi.sum_labels(weight, lab, index=idx)
+        score[areas == 0] = 0
+        cx = ndi.sum_labels(xgrid, lab, index=idx) / np.maximum(areas, 1)
+        for s, side in enumerate(((areas > 0) & (cx < w / 2), (areas > 0) & (cx >= w / 2))):
+            cand = np.where(side)[0]
+            if found[s] is None and cand.size:
+                found[s] = lab == cand[np.argmax(score[cand])]
+        if found[0] is not None and found[1] is not None:
+            break
+    lungs = np.zeros((h, w), dtype=bool)
+    for f in found:
+        if f is not None:
+            lungs |= f
+    if grow:
+        lungs = ndi.binary_dilation(lungs, structure=_SQUARE3, iterations=_px(grow, scale), mask=(c <= t0) & ~outside & valid)
+    if dilate:
+        lungs = ndi.binary_dilation(lungs, structure=_square(dilate, scale))
+    if finish == "hull":
+        out = np.zeros_like(lungs)
+        sub, k = ndi.label(lungs, structure=_SQUARE3)
+        for i in range(1, k + 1):
+            out |= morphology.convex_hull_image(sub == i)
+        lungs = out
+    elif finish == "close":
+        r = _px(close_r, scale)
+        lungs = ndi.binary_closing(np.pad(lungs, r), structure=morphology.disk(r).astype(bool))[r:-r, r:-r]
+    return ndi.binary_fill_holes(lungs)
+
+
+def _open_edt(mask: np.ndarray, r: float) -> np.ndarray:
+    core = ndi.distance_transform_edt(mask) > r
+    return ndi.distance_transform_edt(~core) <= r
+
+
+def _sweep2(
+    work: np.ndarray,
+    scale: float,
+    *,
+    margin: float = 2,
+    low: float = 0.05,
+    jump: float = 2,
+    radii: tuple = (1, 2, 3, 4, 6),
+    steps: int = 4,
+    low_frac: float = 0.7,
+    min_lung: float = 0.02,
+    otsu: str = "global",
+    finish: str = "close",
+    close_r: float = 6,
+    grow: float = 4,
+    dilate: int = 0,
+) -> np.ndarray:
+    h, w = work.shape
+    c = _clahe(work)
+    outside = _outside2(work, scale, margin, low, jump)
+    valid = (c > 0) & (work > low) & ~outside
+    near_out = ndi.binary_dilation(outside, structure=_SQUARE3)
+    if otsu == "global":
+        t0 = filters.threshold_otsu(c)
+    else:
+        t0 = filters.threshold_otsu(c[valid])
+    weight = _prior_weight((h, w))
+    xgrid = np.broadcast_to(np.arange(w, dtype=np.float64)[None, :], (h, w))
+    min_area = min_lung * h * w
+    found: list = [None, None]
+    sched = [(t0, r) for r in radii] + [(t, radii[-1]) for t in np.linspace(t0, t0 * low_frac, steps + 1)[1:]]
+    d0 = (c <= t0) & valid
+    for t, r in sched:
+        dark = (c <= t) & valid
+        dark = _open_edt(dark, r * scale) if r else dark
+        lab, n = ndi.label(dark, structure=_SQUARE3)
+        if n == 0:
+            continue
+        idx = np.arange(n + 1)
+        areas = np.bincount(lab.ravel(), minlength=n + 1).astype(np.float64)
+        areas[0] = 0
+        areas[np.unique(lab[near_out & dark])] = 0
+        areas[areas < min_area] = 0
+        score = ndi.sum_labels(weight, lab, index=idx)
+        score[areas == 0] = 0
+        cx = ndi.sum_labels(xgrid, lab, index=idx) / np.maximum(areas, 1)
+        for s, side in enumerate(((areas > 0) & (cx < w / 2), (areas > 0) & (cx >= w / 2))):
+            cand = np.where(side)[0]
+            if found[s] is None and cand.size:
+                seed = lab == cand[np.argmax(score[cand])]
+                steps_g = _px(r + grow, scale) if (r + grow) else 0
+                if steps_g:
+                    seed = ndi.binary_dilation(seed, structure=_SQUARE3, iterations=steps_g, mask=d0 | seed)
+                found[s] = seed
+        if found[0] is not None and found[1] is not None:
+            break
+    lungs = np.zeros((h, w), dtype=bool)
+    for f in found:
+        if f is not None:
+            lungs |= f
+    if dilate:
+        lungs = ndi.binary_dilation(lungs, structure=_square(dilate, scale))
+    if finish == "hull":
+        out = np.zeros_like(lungs)
+        sub, k = ndi.label(lungs, structure=_SQUARE3)
+        for i in range(1, k + 1):
+            out |= morphology.convex_hull_image(sub == i)
+        lungs = out
+    elif finish == "close":
+        r = _px(close_r, scale)
+        lungs = ndi.binary_closing(np.pad(lungs, r), structure=morphology.disk(r).astype(bool))[r:-r, r:-r]
+    return ndi.binary_fill_holes(lungs)

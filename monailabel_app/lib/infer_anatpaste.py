@@ -1,0 +1,107 @@
+"""MONAI Label infer task: score one radiograph with the published AnatPaste model.
+
+Answer (docs/server-api.md): the JSON below, and unless the request says ``maps: false`` an NRRD with the
+heatmap and the lung mask in the radiograph's own pixel grid.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from typing import Any
+
+from monailabel.interfaces.tasks.infer_v2 import InferTask
+
+from anatpaste.errors import ModelFileError, RadiographError
+from anatpaste.io import read_radiograph
+
+from .errors import bad_request, unavailable, unprocessable
+from .model_store import LiveModel, ModelStoreError
+from .result_image import write_maps_nrrd
+
+logger = logging.getLogger(__name__)
+
+
+def as_bool(value: Any) -> bool:
+    """Request flags arrive as JSON booleans or as strings ("false", "0")."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("false", "0", "no", "off", "")
+    return bool(value)
+
+
+class AnatPasteInfer(InferTask):
+    """Anomaly score, label at the model's threshold, heatmap and lung mask for one radiograph."""
+
+    def __init__(self, model: LiveModel) -> None:
+        super().__init__(
+            type="anomaly",
+            labels=["heatmap", "lung_mask"],
+            dimension=2,
+            description="AnatPaste anomaly score, normal/abnormal at the model's threshold, heatmap and lung mask",
+        )
+        self.model = model
+
+    def is_valid(self) -> bool:
+        return self.model.version() is not None
+
+    def get_path(self, validate: bool = True) -> str | None:
+        current = self.model.store.current()
+        return str(current.path) if current else None
+
+    def info(self) -> dict[str, Any]:
+        meta = super().info()
+        try:
+            det = self.model.get()
+        except (ModelStoreError, ModelFileError) as err:
+            meta["error"] = str(err)
+            return meta
+        meta.update(
+            version=det.version,
+            threshold=det.threshold,
+            image_size=det.image_size,
+            heatmap_display_max=det.heat_display_max,
+        )
+        return meta
+
+    def __call__(self, request: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+        path = request.get("image")
+        if not isinstance(path, str) or not path:
+            raise bad_request("the anatpaste model takes an image file (a datastore id or an upload)")
+        image_id = request.get("image_id")
+        maps = as_bool(request.get("maps", True))
+        try:
+            det = self.model.get()
+        except (ModelStoreError, ModelFileError) as err:
+            raise unavailable(f"no usable model: {err}") from err
+
+        t0 = time.perf_counter()
+        try:
+            rg = read_radiograph(path)
+        except RadiographError as err:
+            raise unprocessable(err, path, shown=image_id or "uploaded image") from err
+        t1 = time.perf_counter()
+        res = det.score(rg.pixels, maps=maps)
+        t2 = time.perf_counter()
+        result = {
+            "image": image_id,
+            **res.to_json(),
+            "heatmap_display_max": det.heat_display_max,
+            "spacing": list(rg.spacing) if rg.spacing else None,
+            "shape": list(rg.pixels.shape),
+            "modality": rg.modality,
+        }
+        out = None
+        if maps:
+            fd, out = tempfile.mkstemp(prefix="anatpaste-", suffix=".nrrd")
+            os.close(fd)
+            fields = {"model_version": det.version, "heatmap_display_max": f"{det.heat_display_max:.6g}"}
+            write_maps_nrrd(out, res.heatmap, res.lung_mask, rg.spacing, fields)
+        t3 = time.perf_counter()
+        result["latencies"] = {
+            "read": round(t1 - t0, 4), "score": round(t2 - t1, 4), "encode": round(t3 - t2, 4),
+            "total": round(t3 - t0, 4),
+        }
+        logger.info(f"{image_id or 'upload'}: score {res.score:.4f} ({res.label}); latencies {result['latencies']}")
+        return out, result
