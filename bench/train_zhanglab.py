@@ -22,8 +22,6 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import SHARED_DATA, git_commit, machine  # noqa: E402
-
 from anatpaste.data import ImageSet, find_images, load_image_set  # noqa: E402
 from anatpaste.detector import Detector  # noqa: E402
 from anatpaste.features import autocast_for, normalise_input  # noqa: E402
@@ -32,6 +30,7 @@ from anatpaste.metrics import detection_metrics  # noqa: E402
 from anatpaste.model import AnatPasteNet  # noqa: E402
 from anatpaste.paste import AnatPaste  # noqa: E402
 from anatpaste.train import TrainConfig, train  # noqa: E402
+from bench.common import SHARED_DATA, git_commit, machine  # noqa: E402
 
 
 def _sync(dev: torch.device) -> None:

@@ -96,7 +96,10 @@ def test_gaussian_blur_preserves_mass_and_zero_sigma_is_identity():
     assert y[2, 0, 32, 32] < y[1, 0, 32, 32] < 1
 
 
-@pytest.mark.parametrize("bad", [{"area": (0.2, 0.1)}, {"jitter": 1.5}, {"opacity": (0.0, 1.0)}])
-def test_invalid_settings_are_rejected(bad):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    ("bad", "named"),
+    [({"area": (0.2, 0.1)}, "area"), ({"jitter": 1.5}, "jitter"), ({"opacity": (0.0, 1.0)}, "opacity")],
+)
+def test_invalid_settings_are_rejected_with_the_bad_value_named(bad, named):
+    with pytest.raises(ValueError, match=named):
         AnatPaste(**bad)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -18,7 +20,7 @@ class AnatPasteNet(nn.Module):
         super().__init__()
         self.encoder = ResNet18Encoder(in_channels)
         layers: list[nn.Module] = []
-        for d_in, d_out in zip(head_dims[:-1], head_dims[1:]):
+        for d_in, d_out in itertools.pairwise(head_dims):
             layers += [nn.Linear(d_in, d_out), nn.BatchNorm1d(d_out), nn.ReLU(inplace=True)]
         self.head = nn.Sequential(*layers)
         self.classifier = nn.Linear(head_dims[-1], num_classes)

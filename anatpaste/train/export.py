@@ -97,4 +97,6 @@ def load_init_weights(net: AnatPasteNet, path: str | Path) -> None:
         state["conv1.weight"] = state["conv1.weight"].sum(1, keepdim=True)
     missing, unexpected = net.encoder.load_state_dict(state, strict=False)
     if unexpected or [m for m in missing if not m.endswith("num_batches_tracked")]:
-        raise ModelFileError(f"{path}: weights do not fit ResNet-18 (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise ModelFileError(
+            f"{path}: weights do not fit ResNet-18 (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )

@@ -121,7 +121,8 @@ def train(
     def evaluate(step: int) -> float:
         auc = synthetic_auc(net.encoder, eval_fit, holdout.images, eval_pasted, NORM_MEAN, NORM_STD)
         history.append({"step": step, "synthetic_auc": auc, "loss": last_loss})
-        if auc > best["auc"]:
+        # Step 0 (the untrained network) is recorded as the baseline but never selected.
+        if step > 0 and auc > best["auc"]:
             best.update(auc=auc, step=step, state=copy.deepcopy({k: v.cpu() for k, v in net.state_dict().items()}))
         return auc
 
@@ -140,8 +141,10 @@ def train(
         )
         os.replace(tmp, ckpt_path)
 
-    net.train()
     last_loss = float("nan")
+    if config.eval_every and start_step == 0:
+        evaluate(0)
+    net.train()
     labels = torch.cat([torch.zeros(config.batch_size), torch.ones(config.batch_size)]).long().to(dev)
     b = config.batch_size
     window_t, window_imgs = time.perf_counter(), 0
@@ -159,7 +162,7 @@ def train(
         opt.step()
         sched.step()
         if step % 10 == 0 or step == config.steps or progress is not None:
-            last_loss = float(loss)  # a device sync: not every step on GPU unless someone listens
+            last_loss = float(loss.detach())  # a device sync: not every step on GPU unless someone listens
         if dev.type == "cuda" and step % 50 == 0:
             torch.cuda.synchronize()
         train_seconds += time.perf_counter() - t0
@@ -167,7 +170,7 @@ def train(
         rate = window_imgs / max(time.perf_counter() - window_t, 1e-9)
         auc = None
         if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
-            last_loss = float(loss)
+            last_loss = float(loss.detach())
             auc = evaluate(step)
             window_t, window_imgs = time.perf_counter(), 0
         if progress:
@@ -187,7 +190,7 @@ def train(
         "steps": config.steps, "selected_step": selected, "train_seconds": round(train_seconds, 2),
         "images_per_s": round(2 * b * (config.steps - start_step) / max(train_seconds, 1e-9), 1),
         "history": history, "device": str(dev), "anatpaste_version": __version__,
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
     }
     payload = build_payload(net.encoder, config, train_set, holdout, run, data_summary or {})
     save_model(payload, output)

@@ -37,8 +37,13 @@ def checked_id(image_id: str) -> str:
 class AnatPasteLocalDatastore(LocalDatastore):
     """A folder of PNG/JPEG/DICOM radiographs; metadata in ``datastore_v2.json`` beside them."""
 
-    def __init__(self, path: str, extensions: list[str] | None = None, auto_reload: bool = False,
-                 read_only: bool = False) -> None:
+    def __init__(
+        self,
+        path: str,
+        extensions: list[str] | None = None,
+        auto_reload: bool = False,
+        read_only: bool = False,
+    ) -> None:
         patterns = list(dict.fromkeys([*(extensions or []), *IMAGE_PATTERNS]))
         super().__init__(path, extensions=patterns, auto_reload=auto_reload, read_only=read_only)
 
@@ -56,7 +61,9 @@ class AnatPasteLocalDatastore(LocalDatastore):
         Raises:
             HTTPException: 400 for an id that is a path, 404 for an unknown id (nothing is written then).
         """
-        updates = {checked_id(i): stamp_review(info, settings.MONAI_LABEL_AUTH_ENABLE) for i, info in updates.items()}
+        updates = {
+            checked_id(i): stamp_review(info, settings.MONAI_LABEL_AUTH_ENABLE) for i, info in updates.items()
+        }
         with FileLock(self._lock_file):
             self._reload_unlocked()
             missing = [i for i in updates if i not in self._datastore.objects]

@@ -39,7 +39,7 @@ class AnatPasteInfer(InferTask):
             type="anomaly",
             labels=["heatmap", "lung_mask"],
             dimension=2,
-            description="AnatPaste anomaly score, normal/abnormal at the model's threshold, heatmap and lung mask",
+            description="AnatPaste anomaly score, label at the model threshold, heatmap and lung mask",
         )
         self.model = model
 
@@ -100,8 +100,12 @@ class AnatPasteInfer(InferTask):
             write_maps_nrrd(out, res.heatmap, res.lung_mask, rg.spacing, fields)
         t3 = time.perf_counter()
         result["latencies"] = {
-            "read": round(t1 - t0, 4), "score": round(t2 - t1, 4), "encode": round(t3 - t2, 4),
+            "read": round(t1 - t0, 4),
+            "score": round(t2 - t1, 4),
+            "encode": round(t3 - t2, 4),
             "total": round(t3 - t0, 4),
         }
-        logger.info(f"{image_id or 'upload'}: score {res.score:.4f} ({res.label}); latencies {result['latencies']}")
+        logger.info(
+            f"{image_id or 'upload'}: score {res.score:.4f} ({res.label}); latencies {result['latencies']}"
+        )
         return out, result

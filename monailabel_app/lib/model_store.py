@@ -116,7 +116,9 @@ class ModelStore:
         except FileNotFoundError:
             return None
         except OSError as err:  # current.pt exists but is not a link: written by hand or by another tool
-            raise ModelStoreError(f"{self.current_link} is not a link into {self.versions_dir}: {err}") from err
+            raise ModelStoreError(
+                f"{self.current_link} is not a link into {self.versions_dir}: {err}"
+            ) from err
         path = (self.root / target).resolve()
         if path.parent != self.versions_dir.resolve():
             raise ModelStoreError(f"{self.current_link} points outside {self.versions_dir}: {target}")
@@ -158,8 +160,13 @@ class ModelStore:
         if self.candidates_dir.is_dir():
             shutil.rmtree(self.candidates_dir, ignore_errors=True)
 
-    def add_version(self, model_file: str | os.PathLike, origin: str, meta: dict[str, Any] | None = None,
-                    move: bool = False) -> Version:
+    def add_version(
+        self,
+        model_file: str | os.PathLike,
+        origin: str,
+        meta: dict[str, Any] | None = None,
+        move: bool = False,
+    ) -> Version:
         """Verify ``model_file`` and store it as a new immutable version (not yet published).
 
         Args:
@@ -223,14 +230,23 @@ class ModelStore:
             _fsync_dir(self.root)
             manifest = self.manifest()
             manifest["history"].append(
-                {"at": utc_now(), "action": action, "version": version,
-                 "previous": previous.name if previous else None}
+                {
+                    "at": utc_now(),
+                    "action": action,
+                    "version": version,
+                    "previous": previous.name if previous else None,
+                }
             )
             write_json_atomic(self.manifest_path, manifest)
         return Version(version, path)
 
-    def publish(self, model_file: str | os.PathLike, origin: str, meta: dict[str, Any] | None = None,
-                move: bool = False) -> Version:
+    def publish(
+        self,
+        model_file: str | os.PathLike,
+        origin: str,
+        meta: dict[str, Any] | None = None,
+        move: bool = False,
+    ) -> Version:
         """:meth:`add_version` then :meth:`activate`: the new model serves from the next request on."""
         version = self.add_version(model_file, origin, meta, move=move)
         return self.activate(version.name, action="publish")
@@ -294,7 +310,9 @@ class LiveModel:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m monailabel_app.lib.model_store", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m monailabel_app.lib.model_store", description=__doc__.splitlines()[0]
+    )
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--app", help="the MONAI Label app folder (store: APP/model/anatpaste)")
     where.add_argument("--model-dir", help="the store folder itself (as given with --conf model_dir)")

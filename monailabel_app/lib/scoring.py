@@ -47,7 +47,8 @@ class AnatPasteScoring(ScoringMethod):
         det = self.model.get()
         force = bool(request.get("force", False))
         todo = [
-            i for i in datastore.list_images()
+            i
+            for i in datastore.list_images()
             if force or datastore.get_image_info(i).get(VERSION_KEY) != det.version
         ]
         t0 = time.perf_counter()
@@ -64,8 +65,11 @@ class AnatPasteScoring(ScoringMethod):
                 except RadiographError as err:
                     failed += 1
                     updates[image_id] = {
-                        SCORE_KEY: None, "anomaly_label": None, "anomaly_error": f"{type(err).__name__}: {err}",
-                        VERSION_KEY: det.version, "scored_at": now,
+                        SCORE_KEY: None,
+                        "anomaly_label": None,
+                        "anomaly_error": f"{type(err).__name__}: {err}",
+                        VERSION_KEY: det.version,
+                        "scored_at": now,
                     }
             for image_id, score in zip(ids, det.score_many(pixels) if pixels else [], strict=True):
                 score = float(score)
@@ -80,8 +84,11 @@ class AnatPasteScoring(ScoringMethod):
                 scored += 1
             _write(datastore, updates)
         result = {
-            "model_version": det.version, "scored": scored, "failed": failed,
-            "skipped": len(datastore.list_images()) - len(todo), "seconds": round(time.perf_counter() - t0, 2),
+            "model_version": det.version,
+            "scored": scored,
+            "failed": failed,
+            "skipped": len(datastore.list_images()) - len(todo),
+            "seconds": round(time.perf_counter() - t0, 2),
         }
         logger.info(f"anatpaste scoring: {result}")
         return result

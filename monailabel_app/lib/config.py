@@ -1,0 +1,137 @@
+"""The app's settings: ``--conf key value`` pairs and ``POST /train/anatpaste`` bodies, typed and checked.
+
+``--conf`` keys (all optional):
+
+=================  ==========================================================================================
+model_path         model file that seeds an empty store (default: the shipped ``anatpaste/models/default.pt``)
+model_dir          the version store (default: ``<app>/model/anatpaste``)
+base_normals       folder of normal radiographs the trainer always adds to the confirmed normals
+device             ``cpu`` / ``cuda`` for infer and scoring (default: cpu)
+infer_threads      CPU threads of the server's torch (default: half the cores; with 2 threads on 2 busy
+                   cores, e.g. while training runs, torch's thread barriers made a 2k infer 5-10x slower)
+train_*            defaults of the training request fields below, e.g. ``--conf train_steps 300``
+=================  ==========================================================================================
+
+Training request fields (``POST /train/anatpaste`` JSON body, or ``train_<field>`` in ``--conf``):
+``steps``, ``batch_size``, ``image_size`` (0 = the current model's), ``lr``, ``seed``, ``eval_every``,
+``init`` (``current`` = fine-tune the published model, ``scratch``), ``device`` (default: cuda when there is
+one), ``threads`` (CPU threads, 0 = all cores but one), ``gate_tolerance``, ``gate_min_auc`` (sanity gate,
+see :mod:`.gate`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A ``--conf`` value or training request field that has the wrong type or range."""
+
+
+def _typed(name: str, value: Any, kind: type) -> Any:
+    try:
+        if kind is bool and isinstance(value, str):
+            return value.strip().lower() in ("1", "true", "yes", "on")
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be {kind.__name__}, got {value!r}") from None
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """One training run's settings (defaults suit a fine-tune on a 2-core CPU in minutes)."""
+
+    steps: int = 200
+    batch_size: int = 16
+    image_size: int = 0
+    lr: float = 0.01
+    seed: int = 0
+    eval_every: int = 50
+    init: str = "current"
+    device: str = ""
+    threads: int = 0
+    gate_tolerance: float = 0.02
+    gate_min_auc: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.steps <= 1_000_000:
+            raise ConfigError(f"steps must be in [1, 1000000], got {self.steps}")
+        if not 2 <= self.batch_size <= 4096:
+            raise ConfigError(f"batch_size must be in [2, 4096], got {self.batch_size}")
+        if self.image_size != 0 and not 64 <= self.image_size <= 1024:
+            raise ConfigError(
+                f"image_size must be 0 (the current model's) or in [64, 1024], got {self.image_size}"
+            )
+        if not 0 < self.lr < 10:
+            raise ConfigError(f"lr must be in (0, 10), got {self.lr}")
+        if self.eval_every < 1:
+            raise ConfigError(f"eval_every must be >= 1, got {self.eval_every}")
+        if self.init not in ("current", "scratch"):
+            raise ConfigError(f"init must be 'current' or 'scratch', got {self.init!r}")
+        if self.device not in ("", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
+        if self.threads < 0:
+            raise ConfigError(f"threads must be >= 0, got {self.threads}")
+        if not 0 <= self.gate_tolerance <= 1 or not 0 <= self.gate_min_auc <= 1:
+            raise ConfigError(
+                f"gate_tolerance and gate_min_auc must be in [0, 1], got {self.gate_tolerance}, "
+                f"{self.gate_min_auc}"
+            )
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any], base: TrainOptions | None = None) -> TrainOptions:
+        """``base`` (or the defaults) updated with the known keys of ``values``; other keys are ignored
+        (MONAI Label adds its own: model, local_rank, gpus, ...)."""
+        base = base or cls()
+        changes = {}
+        for f in fields(cls):
+            if f.name in values and values[f.name] is not None:
+                kind = type(getattr(base, f.name))
+                changes[f.name] = _typed(f.name, values[f.name], kind)
+        return dataclasses.replace(base, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Typed ``--conf`` of the app."""
+
+    model_dir: Path
+    model_path: Path | None
+    base_normals: Path | None
+    device: str
+    infer_threads: int
+    train: TrainOptions
+
+    @classmethod
+    def from_conf(cls, conf: dict[str, str], app_dir: str | os.PathLike) -> AppConfig:
+        model_dir = Path(conf.get("model_dir") or Path(app_dir) / "model" / "anatpaste")
+        base = conf.get("base_normals")
+        if base and not Path(base).is_dir():
+            raise ConfigError(f"base_normals {base!r} is not a folder")
+        train_values = {k[len("train_") :]: v for k, v in conf.items() if k.startswith("train_")}
+        for k in ("gate_tolerance", "gate_min_auc"):
+            if k in conf:
+                train_values[k] = conf[k]
+        threads = _typed("infer_threads", conf.get("infer_threads", max(1, (os.cpu_count() or 2) // 2)), int)
+        if threads < 1:
+            raise ConfigError(f"infer_threads must be >= 1, got {threads}")
+        device = conf.get("device", "cpu")
+        if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+            raise ConfigError(f"device must be cpu, cuda or cuda:N, got {device!r}")
+        return cls(
+            model_dir=model_dir.resolve(),
+            model_path=Path(conf["model_path"]).resolve() if conf.get("model_path") else None,
+            base_normals=Path(base).resolve() if base else None,
+            device=device,
+            infer_threads=threads,
+            train=TrainOptions.from_values(train_values),
+        )

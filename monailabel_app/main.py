@@ -1,0 +1,109 @@
+"""MONAI Label app: AnatPaste anomaly scoring, retraining on confirmed normals, a worklist.
+
+Run (from the repository root)::
+
+    monailabel start_server --app monailabel_app --studies monailabel_app/sample_studies --host 127.0.0.1
+
+See ``monailabel_app/README.md`` for ``--conf`` keys and ``docs/server-api.md`` for the API.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+import torch
+from lib.config import AppConfig
+from lib.datastore_local import AnatPasteLocalDatastore, checked_id
+from lib.errors import not_found
+from lib.infer_anatpaste import AnatPasteInfer
+from lib.model_store import LiveModel, ModelStore
+from lib.scoring import AnatPasteScoring
+from lib.strategy import MostAnomalous
+from lib.train_anatpaste import AnatPasteTrain
+from monailabel.config import settings
+from monailabel.interfaces.app import MONAILabelApp
+from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.scoring import ScoringMethod
+from monailabel.interfaces.tasks.strategy import Strategy
+from monailabel.interfaces.tasks.train import TrainTask
+from monailabel.tasks.activelearning.random import Random
+
+from anatpaste.detector import DEFAULT_MODEL
+from anatpaste.errors import ModelFileError
+
+logger = logging.getLogger(__name__)
+
+MODEL = "anatpaste"
+
+
+class AnatPasteApp(MONAILabelApp):
+    def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
+        self.config = AppConfig.from_conf(conf or {}, app_dir)
+        self.store = ModelStore(self.config.model_dir)
+        seed = self.config.model_path or DEFAULT_MODEL
+        try:
+            version = self.store.seed(seed)
+            logger.info(f"AnatPaste model {version.name} from {self.store.root}")
+        except ModelFileError as err:  # the server still starts: /info shows no model, /infer answers 503
+            logger.error(f"no AnatPaste model published and the seed cannot be used: {err}")
+        self.model = LiveModel(self.store, device=self.config.device)
+        super().__init__(
+            app_dir=app_dir,
+            studies=studies,
+            conf=conf,
+            name="AnatPaste",
+            description="Self-supervised anomaly detection on chest radiographs (AnatPaste)",
+            version="1",
+        )
+        torch.set_num_threads(self.config.infer_threads)  # the trainer sets its own in its subprocess
+        server = sys.modules.get(
+            "monailabel.app"
+        )  # the FastAPI app; absent in MONAI Label's task subprocesses
+        if server is not None:
+            from lib import routes
+
+            routes.install(MODEL, self._trainers[MODEL].stats if MODEL in self._trainers else dict)
+
+    def init_datastore(self) -> Datastore:
+        if self.studies.startswith(("http://", "https://")):
+            return super().init_datastore()
+        return AnatPasteLocalDatastore(
+            self.studies,
+            extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
+            auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+            read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
+        )
+
+    def init_infers(self) -> dict[str, InferTask]:
+        return {MODEL: AnatPasteInfer(self.model)}
+
+    def init_trainers(self) -> dict[str, TrainTask]:
+        return {
+            MODEL: AnatPasteTrain(self.store, self.config.train, self.config.base_normals, self._datastore)
+        }
+
+    def init_strategies(self) -> dict[str, Strategy]:
+        return {"most_anomalous": MostAnomalous(), "random": Random()}
+
+    def init_scoring_methods(self) -> dict[str, ScoringMethod]:
+        return {"anatpaste_score": AnatPasteScoring(self.model)}
+
+    def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
+        """MONAI Label's infer, with 404 for an unknown model or image and ids never read as paths."""
+        model = request.get("model")
+        if model not in self._infers:
+            raise not_found(f"unknown model {model!r}; this server has {sorted(self._infers)}")
+        image = request.get("image")
+        if isinstance(image, str) and not (os.path.isabs(image) and os.path.isfile(image)):
+            # a datastore id (uploads arrive as absolute paths of files MONAI Label wrote; the infer route
+            # refuses absolute paths from clients)
+            ds = datastore or self.datastore()
+            uri = ds.get_image_uri(checked_id(image))
+            if not uri:
+                raise not_found(f"image {image!r} is not in the datastore")
+            request = {**request, "image": uri, "image_id": image}
+        return super().infer(request, datastore)
