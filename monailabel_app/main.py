@@ -60,12 +60,11 @@ class AnatPasteApp(MONAILabelApp):
             version="1",
         )
         torch.set_num_threads(self.config.infer_threads)  # the trainer sets its own in its subprocess
-        server = sys.modules.get(
-            "monailabel.app"
-        )  # the FastAPI app; absent in MONAI Label's task subprocesses
+        server = sys.modules.get("monailabel.app")  # the FastAPI app; absent in MONAI Label's task subprocesses
         if server is not None:
-            from lib import routes
+            from lib import auth_fix, routes
 
+            auth_fix.install()
             routes.install(MODEL, self._trainers[MODEL].stats if MODEL in self._trainers else dict)
 
     def init_datastore(self) -> Datastore:
@@ -82,9 +81,7 @@ class AnatPasteApp(MONAILabelApp):
         return {MODEL: AnatPasteInfer(self.model)}
 
     def init_trainers(self) -> dict[str, TrainTask]:
-        return {
-            MODEL: AnatPasteTrain(self.store, self.config.train, self.config.base_normals, self._datastore)
-        }
+        return {MODEL: AnatPasteTrain(self.store, self.config.train, self.config.base_normals, self._datastore)}
 
     def init_strategies(self) -> dict[str, Strategy]:
         return {"most_anomalous": MostAnomalous(), "random": Random()}

@@ -17,7 +17,7 @@ def tiny_training(tmp_path_factory):
     data = load_image_set(zhang_files("train", "NORMAL", n=48), 64, progress=False)
     out = tmp_path_factory.mktemp("model") / "tiny.pt"
     cfg = TrainConfig(image_size=64, steps=60, batch_size=16, seed=0, eval_every=20, checkpoint_every=0,
-                      holdout_fraction=0.3)
+                      holdout_fraction=0.3, log_every=1)
     losses: list[float] = []
     summary = train(cfg, data, out, device="cpu", progress=lambda p: losses.append(p.loss))
     return {"path": out, "summary": summary, "losses": losses, "data": data}

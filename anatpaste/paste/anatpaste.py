@@ -105,8 +105,8 @@ class AnatPaste:
         # A uniformly drawn lung pixel; an empty mask falls back to the image centre (nothing is pasted
         # there anyway, since alpha is multiplied by the mask).
         weights = lung.reshape(b, -1).float()
-        empty = weights.sum(1) == 0
-        weights[empty, (h // 2) * w + w // 2] = 1.0
+        centre = (h // 2) * w + w // 2
+        weights[:, centre] += (weights.sum(1) == 0).float()  # no boolean indexing: it would sync the GPU
         flat = torch.multinomial(weights, 1, generator=generator).squeeze(1)
         target = torch.stack([flat // w, flat % w], 1).float()
         return PasteParams(
@@ -157,7 +157,7 @@ class AnatPaste:
         ell = v * v + uu * uu <= 1
         rect = (v.abs() <= 1) & (uu.abs() <= 1)
         shape = torch.where(p.ellipse.view(b, 1, 1), ell, rect).to(dt) * p.opacity.view(b, 1, 1).to(dt)
-        alpha = gaussian_blur(shape.unsqueeze(1), p.blur_sigma)
+        alpha = gaussian_blur(shape.unsqueeze(1), p.blur_sigma, self.max_blur_at_256 * min(h, w) / 256.0)
         alpha = alpha * lung.to(dt) * has_content.unsqueeze(1).to(dt)
         return patch * alpha + images * (1 - alpha)
 
@@ -168,18 +168,19 @@ class AnatPaste:
         return self.apply(images, lung, self.draw(lung, generator))
 
 
-def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, max_sigma: float) -> torch.Tensor:
     """Blur each image of ``x`` (B, 1, H, W) with its own Gaussian ``sigma`` (B,), separably, zero padding.
 
-    The kernel width follows the largest sigma of the batch; sigma 0 is the identity.
+    The kernel width follows ``max_sigma`` (a setting, not the data: reading the batch's largest sigma would
+    stall the GPU every step). A sigma near 0 gives a delta kernel, i.e. the identity.
     """
     b, _, h, w = x.shape
-    smax = float(sigma.max()) if sigma.numel() else 0.0
-    if smax < 1e-3:
+    if max_sigma < 1e-3:
         return x
+    smax = max_sigma
     radius = min(int(math.ceil(3 * smax)), max(h, w) - 1)
     t = torch.arange(-radius, radius + 1, device=x.device, dtype=torch.float32)
-    s = sigma.to(torch.float32).clamp_min(1e-3).view(b, 1)
+    s = sigma.to(torch.float32).clamp_min(1e-2).view(b, 1)
     k = torch.exp(-0.5 * (t.view(1, -1) / s) ** 2)
     k = k / k.sum(1, keepdim=True)
     k = k.to(x.dtype)

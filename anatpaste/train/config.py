@@ -21,6 +21,7 @@ class TrainConfig:
         eval_every: steps between label-free evaluations (synthetic-anomaly AUC on held-out normals).
         select: "synthetic-auc" keeps the step with the best synthetic AUC, "last" keeps the last step.
         checkpoint_every: steps between resumable checkpoints (0 = only at the end).
+        log_every: steps between loss read-outs and progress calls (each read-out syncs the GPU).
         init_weights: optional local file with encoder weights (torchvision resnet18 layout or a model file).
         quantize: store the encoder in int8 (statistics are then fitted with the quantised weights).
     """
@@ -37,6 +38,7 @@ class TrainConfig:
     eval_every: int = 250
     select: str = "synthetic-auc"
     checkpoint_every: int = 250
+    log_every: int = 10
     init_weights: str | None = None
     quantize: bool = True
     heatmap_channels: int = 64

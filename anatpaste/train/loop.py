@@ -161,20 +161,20 @@ def train(
         loss.backward()
         opt.step()
         sched.step()
-        if step % 10 == 0 or step == config.steps or progress is not None:
-            last_loss = float(loss.detach())  # a device sync: not every step on GPU unless someone listens
-        if dev.type == "cuda" and step % 50 == 0:
-            torch.cuda.synchronize()
+        is_eval = bool(config.eval_every) and (step % config.eval_every == 0 or step == config.steps)
+        log_now = is_eval or step % config.log_every == 0 or step == config.steps
+        if log_now:
+            # Reading the loss waits for the device (GPU work is asynchronous), so the step clock is honest
+            # at every read-out; done only every log_every steps to keep the GPU queue full in between.
+            last_loss = float(loss.detach())
         train_seconds += time.perf_counter() - t0
         window_imgs += 2 * b
-        rate = window_imgs / max(time.perf_counter() - window_t, 1e-9)
-        auc = None
-        if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
-            last_loss = float(loss.detach())
-            auc = evaluate(step)
-            window_t, window_imgs = time.perf_counter(), 0
-        if progress:
+        auc = evaluate(step) if is_eval else None
+        if progress and log_now:
+            rate = window_imgs / max(time.perf_counter() - window_t, 1e-9)
             progress(TrainProgress(step, config.steps, last_loss, rate, auc, best["auc"] if best["step"] else None))
+        if auc is not None:
+            window_t, window_imgs = time.perf_counter(), 0
         if ckpt_path and config.checkpoint_every and step % config.checkpoint_every == 0:
             save_checkpoint(step)
 

@@ -65,9 +65,7 @@ class TrainOptions:
         if not 2 <= self.batch_size <= 4096:
             raise ConfigError(f"batch_size must be in [2, 4096], got {self.batch_size}")
         if self.image_size != 0 and not 64 <= self.image_size <= 1024:
-            raise ConfigError(
-                f"image_size must be 0 (the current model's) or in [64, 1024], got {self.image_size}"
-            )
+            raise ConfigError(f"image_size must be 0 (the current model's) or in [64, 1024], got {self.image_size}")
         if not 0 < self.lr < 10:
             raise ConfigError(f"lr must be in (0, 10), got {self.lr}")
         if self.eval_every < 1:
@@ -80,8 +78,7 @@ class TrainOptions:
             raise ConfigError(f"threads must be >= 0, got {self.threads}")
         if not 0 <= self.gate_tolerance <= 1 or not 0 <= self.gate_min_auc <= 1:
             raise ConfigError(
-                f"gate_tolerance and gate_min_auc must be in [0, 1], got {self.gate_tolerance}, "
-                f"{self.gate_min_auc}"
+                f"gate_tolerance and gate_min_auc must be in [0, 1], got {self.gate_tolerance}, {self.gate_min_auc}"
             )
 
     @classmethod

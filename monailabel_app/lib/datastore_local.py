@@ -61,9 +61,7 @@ class AnatPasteLocalDatastore(LocalDatastore):
         Raises:
             HTTPException: 400 for an id that is a path, 404 for an unknown id (nothing is written then).
         """
-        updates = {
-            checked_id(i): stamp_review(info, settings.MONAI_LABEL_AUTH_ENABLE) for i, info in updates.items()
-        }
+        updates = {checked_id(i): stamp_review(info, settings.MONAI_LABEL_AUTH_ENABLE) for i, info in updates.items()}
         with FileLock(self._lock_file):
             self._reload_unlocked()
             missing = [i for i in updates if i not in self._datastore.objects]

@@ -28,9 +28,7 @@ def unavailable(message: str) -> HTTPException:
     return HTTPException(status_code=503, detail=message)
 
 
-def unprocessable(
-    err: RadiographError, path: str | os.PathLike | None = None, shown: str = "image"
-) -> HTTPException:
+def unprocessable(err: RadiographError, path: str | os.PathLike | None = None, shown: str = "image") -> HTTPException:
     """422 for an image the core refused, as ``"<TypedErrorName>: message"``.
 
     The core names the file it read; the server's own path (a temporary upload or a datastore path) is

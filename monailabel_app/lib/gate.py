@@ -77,9 +77,7 @@ def _usable(model_file: str | Path, data: ImageSet) -> str | None:
     return None
 
 
-def decide(
-    candidate_auc: float, current_auc: float | None, min_auc: float, tolerance: float
-) -> tuple[bool, str]:
+def decide(candidate_auc: float, current_auc: float | None, min_auc: float, tolerance: float) -> tuple[bool, str]:
     """Checks 2 and 3 of the module docstring on the two AUCs: (passed, reason)."""
     if candidate_auc < min_auc:
         return False, f"synthetic AUC {candidate_auc:.3f} is below the minimum {min_auc:.3f}"

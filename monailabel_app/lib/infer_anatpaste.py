@@ -105,7 +105,5 @@ class AnatPasteInfer(InferTask):
             "encode": round(t3 - t2, 4),
             "total": round(t3 - t0, 4),
         }
-        logger.info(
-            f"{image_id or 'upload'}: score {res.score:.4f} ({res.label}); latencies {result['latencies']}"
-        )
+        logger.info(f"{image_id or 'upload'}: score {res.score:.4f} ({res.label}); latencies {result['latencies']}")
         return out, result

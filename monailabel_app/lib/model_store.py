@@ -116,9 +116,7 @@ class ModelStore:
         except FileNotFoundError:
             return None
         except OSError as err:  # current.pt exists but is not a link: written by hand or by another tool
-            raise ModelStoreError(
-                f"{self.current_link} is not a link into {self.versions_dir}: {err}"
-            ) from err
+            raise ModelStoreError(f"{self.current_link} is not a link into {self.versions_dir}: {err}") from err
         path = (self.root / target).resolve()
         if path.parent != self.versions_dir.resolve():
             raise ModelStoreError(f"{self.current_link} points outside {self.versions_dir}: {target}")
@@ -310,9 +308,7 @@ class LiveModel:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m monailabel_app.lib.model_store", description=__doc__.splitlines()[0]
-    )
+    p = argparse.ArgumentParser(prog="python -m monailabel_app.lib.model_store", description=__doc__.splitlines()[0])
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--app", help="the MONAI Label app folder (store: APP/model/anatpaste)")
     where.add_argument("--model-dir", help="the store folder itself (as given with --conf model_dir)")

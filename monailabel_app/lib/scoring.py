@@ -47,9 +47,7 @@ class AnatPasteScoring(ScoringMethod):
         det = self.model.get()
         force = bool(request.get("force", False))
         todo = [
-            i
-            for i in datastore.list_images()
-            if force or datastore.get_image_info(i).get(VERSION_KEY) != det.version
+            i for i in datastore.list_images() if force or datastore.get_image_info(i).get(VERSION_KEY) != det.version
         ]
         t0 = time.perf_counter()
         scored = failed = 0

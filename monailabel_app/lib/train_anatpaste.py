@@ -107,9 +107,7 @@ class AnatPasteTrain(TrainTask):
         self.store.clear_candidates()
         parent = self.store.current()
         parent_payload = load_model(parent.path) if parent else None
-        image_size = opts.image_size or (
-            int(parent_payload["preprocessing"]["image_size"]) if parent_payload else 256
-        )
+        image_size = opts.image_size or (int(parent_payload["preprocessing"]["image_size"]) if parent_payload else 256)
         init = str(parent.path) if (opts.init == "current" and parent) else None
 
         paths, confirmed_ids, base = self.training_paths(datastore)

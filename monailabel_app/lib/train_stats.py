@@ -26,9 +26,7 @@ _TASK_ACTIVE = ("SUBMITTED", "RUNNING")
 class StatsWriter:
     """Writes the progress of one training run (used inside the training subprocess)."""
 
-    def __init__(
-        self, path: str | os.PathLike, min_interval: float = 0.5, print_interval: float = 2.0
-    ) -> None:
+    def __init__(self, path: str | os.PathLike, min_interval: float = 0.5, print_interval: float = 2.0) -> None:
         self.path = Path(path)
         self.min_interval = min_interval
         self.print_interval = print_interval
@@ -91,9 +89,7 @@ class StatsWriter:
         self.update(status=DONE, outcome=outcome, phase="done", finished_at=time.time(), **fields)
 
     def fail(self, err: BaseException) -> None:
-        self.update(
-            status=ERROR, outcome="failed", error=f"{type(err).__name__}: {err}", finished_at=time.time()
-        )
+        self.update(status=ERROR, outcome="failed", error=f"{type(err).__name__}: {err}", finished_at=time.time())
 
     def write(self) -> None:
         self._last_write = time.monotonic()

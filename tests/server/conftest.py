@@ -113,14 +113,10 @@ def make_client(tmp: Path, conf: dict[str, str]):
 
 
 @pytest.fixture(scope="module")
-def client_env(
-    tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, base_normals: Path
-) -> Iterator[tuple]:
+def client_env(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, base_normals: Path) -> Iterator[tuple]:
     """(client, app_dir, studies) for one test module; the app's model store lives in its copy."""
     tmp = tmp_path_factory.mktemp("ml")
-    client, app_dir, studies = make_client(
-        tmp, {"model_path": str(tiny_model), "base_normals": str(base_normals)}
-    )
+    client, app_dir, studies = make_client(tmp, {"model_path": str(tiny_model), "base_normals": str(base_normals)})
     with client:
         yield client, app_dir, studies
 

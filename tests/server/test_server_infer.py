@@ -154,9 +154,7 @@ def test_uncompressed_and_jpeg2000_dicom_score_the_same(client):
     scores = []
     for name in ("RG1_UNCR.dcm", "RG1_J2KR.dcm"):
         with open(DICOM / name, "rb") as f:
-            scores.append(
-                client.post("/infer/anatpaste?output=json", files={"file": (name, f)}).json()["score"]
-            )
+            scores.append(client.post("/infer/anatpaste?output=json", files={"file": (name, f)}).json()["score"])
     assert scores[0] == pytest.approx(scores[1])
 
 
@@ -190,9 +188,7 @@ def test_unknown_image_is_404(client):
     assert client.post("/infer/anatpaste?image=not-in-the-datastore&output=json").status_code == 404
 
 
-@pytest.mark.parametrize(
-    "image_id", ["../etc/passwd", "/etc/passwd", "..", "a\\b", "../../anatpaste/__init__"]
-)
+@pytest.mark.parametrize("image_id", ["../etc/passwd", "/etc/passwd", "..", "a\\b", "../../anatpaste/__init__"])
 def test_path_like_image_ids_are_400(client, image_id):
     r = client.post("/infer/anatpaste", params={"image": image_id, "output": "json"})
     assert r.status_code == 400, r.text
@@ -207,9 +203,7 @@ def test_params_cannot_name_the_image(client):
 
 
 def test_a_relative_path_in_the_server_cwd_is_not_read(client, tmp_path, monkeypatch):
-    (tmp_path / "secret.png").write_bytes(
-        (SHARED_DATA / "lungmasks" / "images" / "CHNCXR_0005_0.png").read_bytes()
-    )
+    (tmp_path / "secret.png").write_bytes((SHARED_DATA / "lungmasks" / "images" / "CHNCXR_0005_0.png").read_bytes())
     monkeypatch.chdir(tmp_path)
     assert client.post("/infer/anatpaste?image=secret.png&output=json").status_code == 404
 

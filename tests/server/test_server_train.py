@@ -23,9 +23,7 @@ SMALL = {
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, tiny_model, base_normals):
     tmp = tmp_path_factory.mktemp("train")
-    client, app_dir, studies = make_client(
-        tmp, {"model_path": str(tiny_model), "base_normals": str(base_normals)}
-    )
+    client, app_dir, studies = make_client(tmp, {"model_path": str(tiny_model), "base_normals": str(base_normals)})
     with client:
         yield client, ModelStore(app_dir / "model" / "anatpaste")
 

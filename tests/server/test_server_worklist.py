@@ -18,9 +18,7 @@ def infos(client) -> dict[str, dict]:
 
 
 def review(client, image_id: str, value) -> object:
-    return client.put(
-        "/datastore/image/info", params={"image": image_id}, data={"info": json.dumps({"review": value})}
-    )
+    return client.put("/datastore/image/info", params={"image": image_id}, data={"info": json.dumps({"review": value})})
 
 
 def test_scoring_stores_scores_for_every_image_then_skips_them(client):
@@ -34,9 +32,7 @@ def test_scoring_stores_scores_for_every_image_then_skips_them(client):
     for image_id, info in infos(client).items():
         assert info["scored_by"] == version, image_id
         assert isinstance(info["anomaly_score"], float)
-        assert info["anomaly_label"] == (
-            "abnormal" if info["anomaly_score"] > info["anomaly_threshold"] else "normal"
-        )
+        assert info["anomaly_label"] == ("abnormal" if info["anomaly_score"] > info["anomaly_threshold"] else "normal")
     again = client.post("/scoring/anatpaste_score?run_sync=true").json()
     assert again["scored"] == 0
     assert again["skipped"] == 7

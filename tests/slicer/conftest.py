@@ -1,50 +1,29 @@
 """Fixtures for the 3D Slicer extension's tests (run outside Slicer, with slicer-core for MRML).
 
-- ``fake``: a local HTTP server speaking docs/server-api.md, misbehaving on request (fake_server.py).
+- ``fake``: a local HTTP server speaking docs/server-api.md, misbehaving on request (slicer_fake_server.py).
 - ``real_server``: the project's MONAI Label app (``monailabel start_server``) on a free 127.0.0.1 port,
-  on a temporary copy of ``monailabel_app/sample_studies`` and a temporary model store; killed by its
-  process-group id at the end.
+  on a temporary copy of ``monailabel_app/sample_studies`` and a temporary model store seeded with the
+  session's tiny trained model (``tiny_model``, tests/conftest.py); killed by its process-group id.
 - ``mrml``: a fresh MRML scene (slicer-core), also set as ``slicer.mrmlScene``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-EXTENSION = REPO / "slicer_extension"
-MODULE_DIR = EXTENSION / "AnatPasteReview"
-LIB_DIR = MODULE_DIR / "AnatPasteReviewLib"
-SAMPLE_STUDIES = REPO / "monailabel_app" / "sample_studies"
-VENV_BIN = Path(sys.executable).parent
-
-# The module folder is what Slicer puts on sys.path for a scripted module: the Lib imports as Slicer sees it.
-sys.path.insert(0, str(MODULE_DIR))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from slicer_support import REPO, SAMPLE_STUDIES, VENV_BIN, free_port, tail
 
 
 @pytest.fixture
 def fake():
-    from fake_server import FakeServer
+    from slicer_fake_server import FakeServer
 
     server = FakeServer().start()
     try:
@@ -94,7 +73,7 @@ def mrml():
 
 
 @pytest.fixture(scope="session")
-def real_server(tmp_path_factory):
+def real_server(tmp_path_factory, tiny_model):
     """The project's MONAI Label server on 127.0.0.1 (a missing app or model is a test failure)."""
     main = REPO / "monailabel_app" / "main.py"
     assert main.is_file(), f"{main} is missing: the server app is a prerequisite of these tests"
@@ -119,25 +98,30 @@ def real_server(tmp_path_factory):
         "--conf",
         "model_dir",
         str(work / "model"),
+        "--conf",
+        "model_path",
+        str(tiny_model),
     ]
-    proc = subprocess.Popen(
-        cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    env["TMPDIR"] = str(work / "tmp")  # MONAI Label's upload and result files
+    env["MONAI_LABEL_SESSION_PATH"] = str(work / "sessions")
+    (work / "tmp").mkdir()
+    proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
+        # Readiness through the extension's own client (no second client in the tests).
+        from AnatPasteReviewLib.client import AnatPasteClient, ServerError, Timeouts
+
+        client = AnatPasteClient(url, timeouts=Timeouts(connect=1.0, read=5.0, total=10.0))
         deadline = time.monotonic() + 180
         info = None
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, f"server exited with {proc.returncode}:\n{_tail(work / 'server.log')}"
+        while info is None and time.monotonic() < deadline:
+            assert proc.poll() is None, f"server exited with {proc.returncode}:\n{tail(work / 'server.log')}"
             try:
-                with urllib.request.urlopen(f"{url}/info/", timeout=2) as resp:
-                    info = json.load(resp)
-                break
-            except (urllib.error.URLError, OSError, ValueError):
+                info = client.info()
+            except ServerError:
                 time.sleep(0.5)
-        assert info is not None, f"server did not answer /info/ within 180 s:\n{_tail(work / 'server.log')}"
-        assert "anatpaste" in info.get("models", {}), (
-            "the server has no 'anatpaste' model (the shipped anatpaste/models/default.pt seeds it):\n"
-            f"{json.dumps(info)[:800]}\n{_tail(work / 'server.log')}"
+        assert info is not None, f"server did not answer /info/ within 180 s:\n{tail(work / 'server.log')}"
+        assert info.model_available, (
+            f"the server has no 'anatpaste' model (seeded with --conf model_path): {info}\n{tail(work / 'server.log')}"
         )
         yield {"url": url, "studies": studies, "work": work, "log": work / "server.log"}
     finally:
@@ -149,10 +133,3 @@ def real_server(tmp_path_factory):
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
         log.close()
-
-
-def _tail(path: Path, n: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no log)"

@@ -20,7 +20,7 @@ from AnatPasteReviewLib.client import (
     normalize_server_url,
 )
 from AnatPasteReviewLib.images import read_result_maps
-from fake_server import drip, hang, status, test_maps, truncated
+from slicer_fake_server import drip, hang, status, test_maps, truncated
 
 FAST = Timeouts(connect=0.5, read=0.5, total=2.0)
 

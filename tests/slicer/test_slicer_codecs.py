@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from AnatPasteReviewLib.images import ImageDecodeError, encode_png16, read_nrrd, read_result_maps
 from AnatPasteReviewLib.multipart import FilePart, MultipartError, decode_multipart, encode_multipart
-from conftest import REPO
 from PIL import Image
 from requests_toolbelt import MultipartDecoder, MultipartEncoder
+from slicer_support import REPO
 
 
 def test_encoded_multipart_is_read_by_requests_toolbelt():

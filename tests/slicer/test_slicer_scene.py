@@ -8,7 +8,7 @@ import pytest
 import slicer
 import vtk
 from AnatPasteReviewLib import scene as S
-from fake_server import test_maps
+from slicer_fake_server import test_maps
 
 
 def matrix(volume) -> np.ndarray:
@@ -111,7 +111,7 @@ def test_heatmap_display(mrml):
     color.GetColor(0, rgba_low)
     color.GetColor(255, rgba_high)
     assert rgba_low[3] == 0.0
-    assert rgba_high == [1.0, 1.0, 1.0, 1.0]
+    assert rgba_high == [1.0, 1.0, 0.0, 1.0]  # yellow, opaque
     assert (d.GetWindowLevelMin(), d.GetWindowLevelMax()) == pytest.approx((2.0, 4.0))
     assert d.GetApplyThreshold()
     assert d.GetLowerThreshold() == pytest.approx(2.0)

@@ -9,7 +9,7 @@ import numpy as np
 from AnatPasteReviewLib.client import AnatPasteClient, Timeouts
 from AnatPasteReviewLib.session import ReviewSession
 from AnatPasteReviewLib.workflow import Study, controls
-from fake_server import hang, test_maps
+from slicer_fake_server import hang, test_maps
 
 
 class Clock:
@@ -92,9 +92,7 @@ def test_worklist_study_is_scored_by_id_with_aligned_maps(fake, tmp_path):
 
 def test_no_upload_without_consent(fake, tmp_path):
     asked = []
-    session, _, events = connected(
-        fake, consent=lambda study, action: asked.append((study.name, action)) or False
-    )
+    session, _, events = connected(fake, consent=lambda study, action: asked.append((study.name, action)) or False)
     path = tmp_path / "local.png"
     path.write_bytes(fake.state.images["study-b"]["data"])
     session.set_study(Study("local.png", "file", path=str(path)))

@@ -14,8 +14,8 @@ import sys
 import xml.etree.ElementTree as ET
 
 import pytest
-from conftest import EXTENSION, LIB_DIR, MODULE_DIR
 from PIL import Image
+from slicer_support import EXTENSION, LIB_DIR, MODULE_DIR
 
 MODULE_FILE = MODULE_DIR / "AnatPasteReview.py"
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "AnatPasteReview.ui"
@@ -34,9 +34,7 @@ PURE_MODULES = [
 def cmake_list(text: str, variable: str) -> list[str]:
     m = re.search(rf"set\({variable}\s+(.*?)\)", text, re.S)
     assert m, f"{variable} not found"
-    return [
-        line.strip() for line in m.group(1).splitlines() if line.strip() and not line.strip().startswith("#")
-    ]
+    return [line.strip() for line in m.group(1).splitlines() if line.strip() and not line.strip().startswith("#")]
 
 
 def module_cmake() -> tuple[list[str], list[str]]:
@@ -71,9 +69,7 @@ def test_every_python_file_and_resource_is_listed_in_cmake():
     scripts, resources = module_cmake()
     on_disk = sorted(str(p.relative_to(MODULE_DIR)) for p in MODULE_DIR.rglob("*.py"))
     assert sorted(scripts) == on_disk
-    res_on_disk = sorted(
-        str(p.relative_to(MODULE_DIR)) for p in (MODULE_DIR / "Resources").rglob("*") if p.is_file()
-    )
+    res_on_disk = sorted(str(p.relative_to(MODULE_DIR)) for p in (MODULE_DIR / "Resources").rglob("*") if p.is_file())
     assert sorted(resources) == res_on_disk
     text = (MODULE_DIR / "CMakeLists.txt").read_text()
     assert "slicerMacroBuildScriptedModule(" in text
@@ -212,14 +208,10 @@ def test_module_file_is_thin_and_slicer_conventional():
     assert bases["AnatPasteReviewTest"] == ["ScriptedLoadableModuleTest"]
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    assert not imported & {"http", "urllib", "requests", "httpx", "json", "cgi"}, (
-        "network code belongs in the Lib"
-    )
+    assert not imported & {"http", "urllib", "requests", "httpx", "json", "cgi"}, "network code belongs in the Lib"
     assert len(MODULE_FILE.read_text().splitlines()) < 450  # MONAI Label's own plugin file: 2,527 lines
     for fn in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)):
-        assert fn.end_lineno - fn.lineno < 45, (
-            f"{fn.name} is {fn.end_lineno - fn.lineno} lines: move work to the Lib"
-        )
+        assert fn.end_lineno - fn.lineno < 45, f"{fn.name} is {fn.end_lineno - fn.lineno} lines: move work to the Lib"
     test_methods = [
         n.name
         for n in class_node("AnatPasteReviewTest").body
@@ -237,9 +229,7 @@ def test_names_the_module_imports_from_the_lib_exist():
             if node.module == "AnatPasteReviewLib":  # a submodule
                 importlib.import_module(f"AnatPasteReviewLib.{alias.name}")
             else:
-                assert hasattr(importlib.import_module(node.module), alias.name), (
-                    f"{node.module}.{alias.name}"
-                )
+                assert hasattr(importlib.import_module(node.module), alias.name), f"{node.module}.{alias.name}"
             checked += 1
     assert checked >= 5
 

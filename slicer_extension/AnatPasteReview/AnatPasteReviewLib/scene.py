@@ -124,8 +124,8 @@ def study_source(volume: slicer.vtkMRMLVolumeNode, dicom_database=None) -> tuple
 
 # ------------------------------------------------------------------------------------------ overlays
 def heat_color_node(scene: slicer.vtkMRMLScene) -> slicer.vtkMRMLColorTableNode:
-    """A "hot" colour table (red -> yellow -> white) whose low end fades to transparent; created once per
-    scene, so that it exists outside 3D Slicer too."""
+    """A heat colour table, red -> orange -> yellow (never white: white would vanish on bone), whose low end
+    fades to transparent. Created once per scene, so that it exists outside 3D Slicer too."""
     existing = scene.GetFirstNodeByName(HEAT_COLOR_NAME)
     if existing is not None and existing.IsA("vtkMRMLColorTableNode"):
         return existing
@@ -136,9 +136,9 @@ def heat_color_node(scene: slicer.vtkMRMLScene) -> slicer.vtkMRMLColorTableNode:
     node.SetNumberOfColors(n)
     for i in range(n):
         v = i / (n - 1)
-        r, g, b = min(1.0, 3 * v), min(1.0, max(0.0, 3 * v - 1)), min(1.0, max(0.0, 3 * v - 2))
+        red, green = min(1.0, 0.6 + 0.8 * v), min(1.0, max(0.0, 1.6 * v - 0.6))
         alpha = min(1.0, 4 * v)  # fade in over the lowest quarter
-        node.SetColor(i, f"heat{i}", max(r, 0.5 * alpha), g, b, alpha)
+        node.SetColor(i, f"heat{i}", red, green, 0.0, alpha)
     return node
 
 
