@@ -152,13 +152,23 @@ def _git_commit() -> str | None:
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
 
 
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _machine() -> dict:
     import scipy
     import skimage
 
     return {
         "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "numpy": np.__version__,
@@ -174,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=REPO / ".." / "shared" / "data" / "lungmasks")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "segmentation.json")
     parser.add_argument("--timing-images", type=int, default=16, help="films used for the 512/2048 timing")
+    parser.add_argument("--no-variants", action="store_true", help="only the public methods, no ablation")
     args = parser.parse_args(argv)
 
     machine = _machine()
@@ -187,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         ),
     }
     for name, (kwargs, what) in VARIANTS.items():
+        if args.no_variants and name not in lungs.METHODS:
+            continue
         if name == "improved":
             fn: Callable[[np.ndarray], np.ndarray] = functools.partial(lungs.segment_lungs, method="improved")
         else:
@@ -224,10 +237,14 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {
         "benchmark": "unsupervised lung segmentation vs manual masks (Montgomery + Shenzhen)",
-        "data": {"path": str(args.data), "pairs": len(data), "mask_threshold": ">127"},
+        "data": {
+            "path": os.path.relpath(args.data.resolve(), REPO),
+            "pairs": len(data),
+            "mask_threshold": ">127",
+        },
         "default_method": lungs.DEFAULT_METHOD,
         "git_commit": _git_commit(),
-        "machine": machine,
+        "machine": {**machine, "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
         "timing_note": (
             "ms_per_image_512: wall time of one call per film over the whole set (includes load from other"
             " processes); steady_ms_*: median over the timing films of the best of 5 calls, at 512x512 and"

@@ -12,10 +12,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
+from dicomweb_client.session_utils import create_session_from_user_pass
 from lib.config import AppConfig
+from lib.datastore_dicomweb import AnatPasteDICOMwebDatastore
 from lib.datastore_local import AnatPasteLocalDatastore, checked_id
 from lib.errors import not_found
 from lib.infer_anatpaste import AnatPasteInfer
@@ -24,6 +27,7 @@ from lib.scoring import AnatPasteScoring
 from lib.strategy import MostAnomalous
 from lib.train_anatpaste import AnatPasteTrain
 from monailabel.config import settings
+from monailabel.datastore.dicom import DICOMwebClientX
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask
@@ -31,6 +35,7 @@ from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.tasks.activelearning.random import Random
+from monailabel.utils.others.generic import md5_digest
 
 from anatpaste.detector import DEFAULT_MODEL
 from anatpaste.errors import ModelFileError
@@ -69,13 +74,29 @@ class AnatPasteApp(MONAILabelApp):
 
     def init_datastore(self) -> Datastore:
         if self.studies.startswith(("http://", "https://")):
-            return super().init_datastore()
+            return self._dicomweb_datastore()
         return AnatPasteLocalDatastore(
             self.studies,
             extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
             auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
             read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
         )
+
+    def _dicomweb_datastore(self) -> Datastore:
+        """CR/DX instances of a DICOMweb archive (replaces MONAI Label's CT-series datastore, no dcmqi)."""
+        url = self.studies.rstrip("/")
+        user = settings.MONAI_LABEL_DATASTORE_USERNAME or settings.MONAI_LABEL_DICOMWEB_USERNAME
+        password = settings.MONAI_LABEL_DATASTORE_PASSWORD or settings.MONAI_LABEL_DICOMWEB_PASSWORD
+        session = create_session_from_user_pass(user, password) if user and password else None
+        client = DICOMwebClientX(
+            url=url,
+            session=session,
+            qido_url_prefix=settings.MONAI_LABEL_QIDO_PREFIX,
+            wado_url_prefix=settings.MONAI_LABEL_WADO_PREFIX,
+            stow_url_prefix=settings.MONAI_LABEL_STOW_PREFIX,
+        )
+        cache = self.config.dicomweb_cache or Path(self.app_dir, "model", "dicomweb-cache", md5_digest(url))
+        return AnatPasteDICOMwebDatastore(client, cache, self.config.dicomweb_modalities)
 
     def init_infers(self) -> dict[str, InferTask]:
         return {MODEL: AnatPasteInfer(self.model)}

@@ -7,6 +7,8 @@ model_path         model file that seeds an empty store (default: the shipped ``
 model_dir          the version store (default: ``<app>/model/anatpaste``)
 base_normals       folder of normal radiographs the trainer always adds to the confirmed normals
 device             ``cpu`` / ``cuda`` for infer and scoring (default: cpu)
+dicomweb_modalities  modalities a DICOMweb datastore lists (default ``CR,DX``)
+dicomweb_cache     the DICOMweb datastore's local folder (default: ``<app>/model/dicomweb-cache/<url hash>``)
 infer_threads      CPU threads of the server's torch (default: half the cores; with 2 threads on 2 busy
                    cores, e.g. while training runs, torch's thread barriers made a 2k infer 5-10x slower)
 train_*            defaults of the training request fields below, e.g. ``--conf train_steps 300``
@@ -106,6 +108,8 @@ class AppConfig:
     base_normals: Path | None
     device: str
     infer_threads: int
+    dicomweb_modalities: tuple[str, ...]
+    dicomweb_cache: Path | None
     train: TrainOptions
 
     @classmethod
@@ -121,6 +125,9 @@ class AppConfig:
         threads = _typed("infer_threads", conf.get("infer_threads", max(1, (os.cpu_count() or 2) // 2)), int)
         if threads < 1:
             raise ConfigError(f"infer_threads must be >= 1, got {threads}")
+        modalities = tuple(m.strip().upper() for m in conf.get("dicomweb_modalities", "CR,DX").split(",") if m.strip())
+        if not modalities:
+            raise ConfigError("dicomweb_modalities must name at least one modality, e.g. CR,DX")
         device = conf.get("device", "cpu")
         if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
             raise ConfigError(f"device must be cpu, cuda or cuda:N, got {device!r}")
@@ -130,5 +137,7 @@ class AppConfig:
             base_normals=Path(base).resolve() if base else None,
             device=device,
             infer_threads=threads,
+            dicomweb_modalities=modalities,
+            dicomweb_cache=Path(conf["dicomweb_cache"]).resolve() if conf.get("dicomweb_cache") else None,
             train=TrainOptions.from_values(train_values),
         )

@@ -23,6 +23,11 @@ def not_found(message: str) -> HTTPException:
     return HTTPException(status_code=404, detail=message)
 
 
+def not_allowed(message: str) -> HTTPException:
+    """405: an action this datastore does not offer, e.g. writing into a read-only archive."""
+    return HTTPException(status_code=405, detail=message)
+
+
 def unavailable(message: str) -> HTTPException:
     """503: the server cannot answer now, e.g. no model has been published yet."""
     return HTTPException(status_code=503, detail=message)

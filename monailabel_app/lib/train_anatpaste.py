@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,12 @@ class AnatPasteTrain(TrainTask):
 
     def _run(self, request: dict[str, Any], datastore: Datastore, stats: StatsWriter) -> dict[str, Any]:
         opts = TrainOptions.from_values(request, self.defaults)
+        clock = [time.perf_counter()]
+
+        def lap() -> float:
+            clock.append(time.perf_counter())
+            return round(clock[-1] - clock[-2], 2)
+
         device = opts.device or ("cuda" if torch.cuda.is_available() else "cpu")
         if device == "cpu":
             torch.set_num_threads(opts.threads or max(1, (os.cpu_count() or 2) - 1))
@@ -126,6 +133,7 @@ class AnatPasteTrain(TrainTask):
                 "--conf base_normals DIR"
             )
         data = load_image_set(paths, image_size, progress=False)
+        seconds = {"load": lap()}
         if len(data) < MIN_IMAGES:
             raise TrainDataError(f"only {len(data)} of {len(paths)} images could be read; need {MIN_IMAGES}")
         config = TrainConfig(
@@ -136,6 +144,7 @@ class AnatPasteTrain(TrainTask):
             seed=opts.seed,
             eval_every=min(opts.eval_every, opts.steps),
             checkpoint_every=0,
+            log_every=1 if device == "cpu" else 10,  # progress per step on CPU; fewer GPU syncs on CUDA
             init_weights=init,
         )
         candidate = self.store.new_candidate_path()
@@ -155,6 +164,7 @@ class AnatPasteTrain(TrainTask):
             },
         )
 
+        seconds["train"] = lap()
         stats.update(phase="gate")
         current = self.store.current()  # may differ from parent if someone rolled back meanwhile
         verdict = gate.check(
@@ -165,7 +175,8 @@ class AnatPasteTrain(TrainTask):
             min_auc=opts.gate_min_auc,
             tolerance=opts.gate_tolerance,
         )
-        logger.info(f"sanity gate: {verdict}")
+        seconds["gate"] = lap()
+        logger.info(f"sanity gate: {verdict}; seconds: {seconds}")
         summary.pop("history", None)
         run = {
             "gate": verdict.to_dict(),
@@ -173,6 +184,7 @@ class AnatPasteTrain(TrainTask):
             "selected_step": summary["selected_step"],
             "train_seconds": summary["train_seconds"],
             "threshold": summary["threshold"],
+            "seconds": seconds,
         }
         if not verdict.passed:
             stats.finish("rejected", **run, published_version=None)

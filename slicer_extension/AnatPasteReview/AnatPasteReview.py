@@ -115,9 +115,7 @@ class AnatPasteReviewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _loadServerHistory(self):
         history = slicer.util.settingsValue(SETTINGS_HISTORY, []) or []
         self.ui.serverUrlComboBox.addItems([history] if isinstance(history, str) else list(history))
-        self.ui.serverUrlComboBox.setCurrentText(
-            slicer.util.settingsValue(SETTINGS_URL, "http://127.0.0.1:8000")
-        )
+        self.ui.serverUrlComboBox.setCurrentText(slicer.util.settingsValue(SETTINGS_URL, "http://127.0.0.1:8000"))
 
     def _connectButtons(self):
         ui, logic, session = self.ui, self.logic, self.logic.session
@@ -151,9 +149,7 @@ class AnatPasteReviewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
-            self.removeObserver(
-                self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified
-            )
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
 
     def onSceneStartClose(self, caller, event):
         self.setParameterNode(None)
@@ -169,9 +165,7 @@ class AnatPasteReviewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def setParameterNode(self, inputParameterNode):
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(
-                self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified
-            )
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
@@ -266,6 +260,10 @@ class AnatPasteReviewLogic(ScriptedLoadableModuleLogic):
         if volume is None:
             self.session.set_study(None)
             return
+        if scene.is_overlay(volume):
+            self.session.state.error = f"{volume.GetName()} is a score overlay: choose the radiograph itself."
+            self.session.changed.emit()
+            return
         if study is None:
             source, path = scene.study_source(volume, getattr(slicer, "dicomDatabase", None))
             if path is None:  # only in the scene: send its pixels as a 16-bit PNG
@@ -299,9 +297,7 @@ class AnatPasteReviewLogic(ScriptedLoadableModuleLogic):
         if volume is None:
             self.session.state.error = "The radiograph was removed from the scene before its score arrived."
             return
-        overlays = scene.show_result(
-            slicer.mrmlScene, volume, maps.heatmap, maps.lung_mask, result.heatmap_display_max
-        )
+        overlays = scene.show_result(slicer.mrmlScene, volume, maps.heatmap, maps.lung_mask, result.heatmap_display_max)
         scene.set_lungs_visible(overlays.lungs, self.getParameterNode().showLungs)
         self.show(volume)
 
@@ -356,9 +352,7 @@ class AnatPasteReviewTest(ScriptedLoadableModuleTest):
         a, b = (slicer.util.arrayFromVTKMatrix(m) for m in ijk)
         assert np.allclose(a, b)
         assert np.array_equal(scene.lung_mask_array(overlays.lungs, volume), mask)
-        red = [
-            n for n in slicer.util.getNodesByClass("vtkMRMLSliceCompositeNode") if n.GetLayoutName() == "Red"
-        ]
+        red = [n for n in slicer.util.getNodesByClass("vtkMRMLSliceCompositeNode") if n.GetLayoutName() == "Red"]
         if not red:  # --no-main-window: no slice views, so give the scene a Red one
             red = [slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")]
             red[0].SetLayoutName("Red")
@@ -393,10 +387,7 @@ class AnatPasteReviewTest(ScriptedLoadableModuleTest):
         self._settle(logic.session)  # downloads, opens, then scores the study by id
         state = logic.session.state
         assert state.result is not None, state.error
-        assert (
-            scene.overlays_of(slicer.mrmlScene, slicer.mrmlScene.GetNodeByID(state.study.volume_id))
-            is not None
-        )
+        assert scene.overlays_of(slicer.mrmlScene, slicer.mrmlScene.GetNodeByID(state.study.volume_id)) is not None
         logging.info(f"scored {state.study.name}: {state.result}")
         logic.session.confirm("normal")
         self._settle(logic.session)

@@ -132,8 +132,9 @@ def main(argv=None) -> int:
     p.add_argument("--opacity", type=float, default=0.6)
     args = p.parse_args(argv)
 
-    from anatpaste.io import read_radiograph  # the server's own reader: the same pixel grid
     from PIL import Image
+
+    from anatpaste.io import read_radiograph  # the server's own reader: the same pixel grid
 
     radiograph = read_radiograph(args.image)
     result = AnatPasteClient(args.server, timeouts=Timeouts(read=300, total=600)).score(path=args.image)

@@ -8,9 +8,9 @@ import json
 import nrrd
 import numpy as np
 import pytest
-from conftest import DICOM, SHARED_DATA, require
 from PIL import Image
 from requests_toolbelt.multipart.decoder import MultipartDecoder
+from server_env import DICOM, SHARED_DATA, require
 
 from anatpaste.detector import Detector
 from anatpaste.io import read_radiograph

@@ -13,8 +13,8 @@ import time
 
 import psutil
 import pytest
-from conftest import copy_app, copy_studies
-from live import LiveServer, wait_for
+from server_env import copy_app, copy_studies
+from server_live import LiveServer, wait_for
 
 from monailabel_app.lib.model_store import ModelStore
 

@@ -6,7 +6,7 @@ import json
 import os
 
 import pytest
-from conftest import make_client
+from server_env import make_client
 
 from monailabel_app.lib.model_store import ModelStore
 

@@ -93,6 +93,9 @@ def test_overlays_are_aligned_with_the_radiograph(mrml, geometry):
     j, i = np.argwhere(heat > 0)[0]
     np.testing.assert_allclose(ras_of(ov.heatmap, i, j), ras_of(rad, i, j))
     assert ov.heatmap.GetAttribute(S.RADIOGRAPH_ATTRIBUTE) == rad.GetID()
+    assert S.is_overlay(ov.heatmap)
+    assert S.is_overlay(ov.lungs)
+    assert not S.is_overlay(rad)
     segment = ov.lungs.GetSegmentation().GetNthSegment(0)
     assert segment.GetName() == "Lungs"
     assert ov.lungs.GetSegmentation().GetNumberOfSegments() == 1

@@ -50,7 +50,7 @@ def connected(fake, **kwargs):
 def test_connect_shows_model_and_enables_actions(fake):
     session, _, events = connected(fake)
     c = controls(session.state)
-    assert c.server_text == f"{fake.url} - model v1 - idle"
+    assert c.server_text == f"{fake.url} - model anatpaste v1 - idle"
     assert c.next_study
     assert not c.score
     assert events["changed"] >= 2

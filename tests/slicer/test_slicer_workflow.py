@@ -74,6 +74,14 @@ def test_nothing_but_connect_and_open_when_disconnected():
     assert poll_interval(ReviewState()) is None
 
 
+def test_server_line_shows_models_version_and_training():
+    s = ready_state()
+    assert controls(s).server_text == "http://h:1 - model anatpaste v1 - idle"
+    s.info = ServerInfo(**{**s.info.__dict__, "models": ("anatpaste", "deepedit")})
+    s.training = TrainingStatus(status="RUNNING")
+    assert controls(s).server_text == "http://h:1 - model anatpaste v1 (also: deepedit) - training"
+
+
 def test_login_gates_everything_on_an_auth_server():
     s = ready_state(auth_enabled=True)
     c = controls(s)

@@ -148,9 +148,7 @@ class ServerInfo:
     @classmethod
     def from_json(cls, info: Any) -> ServerInfo:
         if not isinstance(info, dict) or not isinstance(info.get("models"), dict):
-            raise BadResponseError(
-                "the server's /info/ answer has no 'models': is this a MONAI Label server?"
-            )
+            raise BadResponseError("the server's /info/ answer has no 'models': is this a MONAI Label server?")
         models = info["models"]
         model = models.get(MODEL) if isinstance(models.get(MODEL), dict) else {}
         trainers = info.get("trainers") if isinstance(info.get("trainers"), dict) else {}
@@ -320,9 +318,7 @@ class AnatPasteClient:
         )
         token = answer.get("access_token") if isinstance(answer, dict) else None
         if not token:
-            raise AuthenticationError(
-                "the server did not return an access token (is auth enabled?)", status=None
-            )
+            raise AuthenticationError("the server did not return an access token (is auth enabled?)", status=None)
         self.token = str(token)
         return self.token
 
@@ -348,14 +344,10 @@ class AnatPasteClient:
             resp = self._request("POST", f"/infer/{MODEL}", query={"image": image_id, "output": output})
         else:
             body, ctype = encode_multipart({"params": "{}"}, {"file": file_part(path)})
-            resp = self._request(
-                "POST", f"/infer/{MODEL}", query={"output": output}, body=body, content_type=ctype
-            )
+            resp = self._request("POST", f"/infer/{MODEL}", query={"output": output}, body=body, content_type=ctype)
         if not maps or not resp.content_type.lower().startswith("multipart/"):
             if maps:
-                raise BadResponseError(
-                    "the server sent the score without the heatmap (expected a multipart answer)"
-                )
+                raise BadResponseError("the server sent the score without the heatmap (expected a multipart answer)")
             return ScoreResult.from_json(_parse_json(resp))
         try:
             parts = decode_multipart(resp.body, resp.content_type)
@@ -368,9 +360,7 @@ class AnatPasteClient:
         try:
             d = json.loads(meta.data.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
-            raise BadResponseError(
-                f"the score answer's JSON part is not valid JSON: {_short(meta.data)}"
-            ) from exc
+            raise BadResponseError(f"the score answer's JSON part is not valid JSON: {_short(meta.data)}") from exc
         return ScoreResult.from_json(d, maps_nrrd=image.data)
 
     def score_all(self) -> dict:
@@ -380,9 +370,7 @@ class AnatPasteClient:
     # ------------------------------------------------------------------------------------- datastore
     def next_study(self) -> str | None:
         """``POST /activelearning/most_anomalous``: the most anomalous unreviewed image id, or None."""
-        answer = self._json(
-            "POST", f"/activelearning/{STRATEGY}", body=b"{}", content_type="application/json"
-        )
+        answer = self._json("POST", f"/activelearning/{STRATEGY}", body=b"{}", content_type="application/json")
         if not isinstance(answer, dict):
             raise BadResponseError(f"the worklist answer is not a JSON object: {_short(answer)}")
         return _opt_str(answer.get("id"))
@@ -523,8 +511,7 @@ class AnatPasteClient:
                 data = self._read_body(resp, deadline)
             except _TIMEOUTS as exc:
                 raise ServerTimeoutError(
-                    f"the server at {self.server_url} did not answer {method} {path} within "
-                    f"{self.timeouts.read:g} s"
+                    f"the server at {self.server_url} did not answer {method} {path} within {self.timeouts.read:g} s"
                 ) from exc
             except (http.client.HTTPException, ConnectionError) as exc:
                 raise BadResponseError(
@@ -532,9 +519,7 @@ class AnatPasteClient:
                     f"{type(exc).__name__} {exc}".rstrip()
                 ) from exc
             except OSError as exc:
-                raise ServerUnreachableError(
-                    f"connection to {self.server_url} failed: {_os_reason(exc)}"
-                ) from exc
+                raise ServerUnreachableError(f"connection to {self.server_url} failed: {_os_reason(exc)}") from exc
         finally:
             conn.close()
         response = _Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)

@@ -142,9 +142,7 @@ def read_result_maps(data: bytes, shape: tuple[int, int] | None = None) -> Resul
         raise ImageDecodeError(f"expected NRRD sizes '2 W H 1', got {header.get('sizes')!r}")
     heatmap = np.ascontiguousarray(maps[:, :, 0], dtype=np.float32)
     if shape is not None and tuple(heatmap.shape) != tuple(shape):
-        raise ImageDecodeError(
-            f"maps are {heatmap.shape[0]}x{heatmap.shape[1]}, the score says {shape[0]}x{shape[1]}"
-        )
+        raise ImageDecodeError(f"maps are {heatmap.shape[0]}x{heatmap.shape[1]}, the score says {shape[0]}x{shape[1]}")
     if not np.all(np.isfinite(heatmap)):
         raise ImageDecodeError("the heatmap holds NaN or infinite values")
     return ResultMaps(heatmap, maps[:, :, 1] > 0.5, _nrrd_spacing(header))
@@ -192,17 +190,7 @@ def encode_png16(pixels: np.ndarray) -> bytes:
     raw = b"".join(b"\x00" + grey[r].tobytes() for r in range(h))  # filter type 0 per row
 
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(body))
-            + kind
-            + body
-            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-        )
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", w, h, 16, 0, 0, 0, 0)  # 16-bit, greyscale, no interlace
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(raw, 6))
-        + chunk(b"IEND", b"")
-    )
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")

@@ -132,9 +132,7 @@ def decode_multipart(body: bytes, content_type: str) -> list[Part]:
         parts.append(
             Part(
                 name=header_param(disposition, "name", "content-disposition") if disposition else None,
-                filename=header_param(disposition, "filename", "content-disposition")
-                if disposition
-                else None,
+                filename=header_param(disposition, "filename", "content-disposition") if disposition else None,
                 content_type=headers.get("content-type"),
                 data=data,
                 headers=headers,

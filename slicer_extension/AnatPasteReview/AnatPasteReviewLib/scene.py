@@ -59,6 +59,11 @@ def volume_from_array(
     return node
 
 
+def is_overlay(node) -> bool:
+    """Whether a node is a heatmap or lung mask made by :func:`show_result` (not a radiograph)."""
+    return node is not None and bool(node.GetAttribute(ROLE_ATTRIBUTE))
+
+
 def radiograph_shape(volume: slicer.vtkMRMLVolumeNode) -> tuple[int, int]:
     """(H, W) of a single-slice volume (rows = j, columns = i).
 
@@ -185,10 +190,7 @@ def show_result(
 
 def _overlay_node(scene, radiograph, role: str, class_name: str, suffix: str):
     for node in _nodes(scene, class_name):
-        if (
-            node.GetAttribute(ROLE_ATTRIBUTE) == role
-            and node.GetAttribute(RADIOGRAPH_ATTRIBUTE) == radiograph.GetID()
-        ):
+        if node.GetAttribute(ROLE_ATTRIBUTE) == role and node.GetAttribute(RADIOGRAPH_ATTRIBUTE) == radiograph.GetID():
             return node
     node = scene.AddNewNodeByClass(class_name, f"{radiograph.GetName()} {suffix}")
     node.SetAttribute(ROLE_ATTRIBUTE, role)
@@ -237,20 +239,15 @@ def _fill_lungs(scene, seg_node, radiograph, mask: np.ndarray, ijk_to_ras) -> No
     display.SetVisibility2DOutline(True)
 
 
-def lung_mask_array(
-    seg_node: slicer.vtkMRMLSegmentationNode, radiograph: slicer.vtkMRMLVolumeNode
-) -> np.ndarray:
+def lung_mask_array(seg_node: slicer.vtkMRMLSegmentationNode, radiograph: slicer.vtkMRMLVolumeNode) -> np.ndarray:
     """The "Lungs" segment as bool (H, W) in the radiograph's grid (for checks and exports)."""
     scene = seg_node.GetScene()
     ids = vtk.vtkStringArray()
     seg_node.GetSegmentation().GetSegmentIDs(ids)
     labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "AnatPaste export (temporary)")
     try:
-        if (
-            ids.GetNumberOfValues()
-            and not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
-                seg_node, ids, labelmap, radiograph
-            )
+        if ids.GetNumberOfValues() and not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+            seg_node, ids, labelmap, radiograph
         ):
             raise SceneError("the lung segmentation could not be exported")
         if labelmap.GetImageData() is None:
@@ -304,9 +301,7 @@ def show_in_views(
     return count
 
 
-def set_heatmap_opacity(
-    scene: slicer.vtkMRMLScene, opacity: float, view_names: tuple[str, ...] = ("Red",)
-) -> None:
+def set_heatmap_opacity(scene: slicer.vtkMRMLScene, opacity: float, view_names: tuple[str, ...] = ("Red",)) -> None:
     """Foreground (heatmap) opacity of the named slice views."""
     for composite in _nodes(scene, "vtkMRMLSliceCompositeNode"):
         if composite.GetLayoutName() in view_names:

@@ -248,9 +248,7 @@ class ReviewSession:
                 self.state.study, self.state.review = updated, review
                 if self.state.result is not None and self.state.result.image is None:
                     self.state.result = dataclasses.replace(self.state.result, image=image_id)
-            self.state.message = (
-                f"Stored: {study.name} is {'normal' if review == 'normal' else 'not normal'}."
-            )
+            self.state.message = f"Stored: {study.name} is {'normal' if review == 'normal' else 'not normal'}."
 
         self._start(REVIEW, work, done, "Saving review ...")
         return True
@@ -355,9 +353,7 @@ class ReviewSession:
 def _training_end_message(info: ServerInfo) -> str:
     t = info.training
     if t.status == "DONE" and t.outcome == "rejected":
-        return (
-            "Training finished, but the new model failed the sanity gate: the published model is unchanged."
-        )
+        return "Training finished, but the new model failed the sanity gate: the published model is unchanged."
     if t.status == "DONE":
         return f"Training finished; model {t.published_version or info.model_version or '?'} is published."
     if t.status == "STOPPED":

@@ -145,9 +145,7 @@ def controls(state: ReviewState) -> Controls:
         training_fraction=state.training.fraction if state.training else None,
         train_hint=train_hint,
         new_model_text=(
-            f"A new model ({new_version}) is published: press Re-score to see its result."
-            if new_version
-            else ""
+            f"A new model ({new_version}) is published: press Re-score to see its result." if new_version else ""
         ),
         status_text=state.error or state.message or "",
     )
@@ -191,7 +189,9 @@ def _server_text(state: ReviewState) -> str:
         models = ", ".join(info.models) or "none"
         return f"Connected to {state.server_url}, but it has no AnatPaste model (models: {models})."
     training = "training" if state.training_running else "idle"
-    return f"{state.server_url} - model {state.model_version or '?'} - {training}"
+    others = [m for m in info.models if m != "anatpaste"]
+    extra = f" (also: {', '.join(others)})" if others else ""
+    return f"{state.server_url} - model anatpaste {state.model_version or '?'}{extra} - {training}"
 
 
 def _score_text(result: ScoreResult | None) -> str:

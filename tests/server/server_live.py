@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from conftest import VENV_BIN, require
+from server_env import VENV_BIN, require
 
 START_TIMEOUT = 240.0
 

@@ -1,0 +1,81 @@
+"""Orthanc with its DICOMweb plugin on a free loopback port, for the DICOMweb datastore tests.
+
+Needs the Debian packages ``orthanc`` and ``orthanc-dicomweb`` (``.ci/run`` installs them); their absence is
+a test failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from server_env import require
+from server_live import free_port
+
+ORTHANC = Path("/usr/sbin/Orthanc")
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+
+
+class Orthanc:
+    """``Orthanc CONFIG.json`` with storage in ``tmp``, HTTP and DICOM on loopback only; stopped by PID."""
+
+    def __init__(self, tmp: Path) -> None:
+        require(ORTHANC)
+        require(DICOMWEB_PLUGIN)
+        self.http_port, dicom_port = free_port(), free_port()
+        config = {
+            "Name": "anatpaste-test",
+            "StorageDirectory": str(tmp / "storage"),
+            "IndexDirectory": str(tmp / "storage"),
+            "HttpPort": self.http_port,
+            "DicomPort": dicom_port,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "DicomServerEnabled": False,
+            "Plugins": [str(DICOMWEB_PLUGIN)],
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        }
+        config_path = tmp / "orthanc.json"
+        config_path.write_text(json.dumps(config, indent=1))
+        self.log_path = tmp / "orthanc.log"
+        self._log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop())
+        self.proc = subprocess.Popen([str(ORTHANC), str(config_path)], stdout=self._log, stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        self.dicomweb = f"{self.url}/dicom-web"
+        self.rest = httpx.Client(base_url=self.url, timeout=60)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"Orthanc exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
+            try:
+                if self.rest.get("/system").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        pytest.fail(f"Orthanc did not answer within 60 s: {self.log_path.read_text()[-2000:]}")
+
+    def store(self, data: bytes) -> dict:
+        r = self.rest.post("/instances", content=data)
+        r.raise_for_status()
+        return r.json()
+
+    def instances(self) -> list[str]:
+        return self.rest.get("/instances").json()
+
+    def changes(self) -> list[dict]:
+        return self.rest.get("/changes", params={"limit": 10000}).json()["Changes"]
+
+    def stop(self) -> None:
+        self.rest.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        self._log.close()
