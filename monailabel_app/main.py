@@ -23,7 +23,7 @@ from lib.datastore_local import AnatPasteLocalDatastore, checked_id
 from lib.errors import not_found
 from lib.infer_anatpaste import AnatPasteInfer
 from lib.model_store import LiveModel, ModelStore
-from lib.scoring import AnatPasteScoring
+from lib.scoring import VERSION_KEY, AnatPasteScoring
 from lib.strategy import MostAnomalous
 from lib.train_anatpaste import AnatPasteTrain
 from monailabel.config import settings
@@ -70,7 +70,8 @@ class AnatPasteApp(MONAILabelApp):
             from lib import auth_fix, routes
 
             auth_fix.install()
-            routes.install(MODEL, self._trainers[MODEL].stats if MODEL in self._trainers else dict)
+            stats = self._trainers[MODEL].stats if MODEL in self._trainers else dict
+            routes.install(list(self._trainers), list(self._scoring_methods), stats)
 
     def init_datastore(self) -> Datastore:
         if self.studies.startswith(("http://", "https://")):
@@ -109,6 +110,25 @@ class AnatPasteApp(MONAILabelApp):
 
     def init_scoring_methods(self) -> dict[str, ScoringMethod]:
         return {"anatpaste_score": AnatPasteScoring(self.model)}
+
+    def next_sample(self, request: dict[str, Any]) -> dict[str, Any]:
+        """MONAI Label's, with 404 for an unknown strategy (MONAI Label answers 500), and scoring started only
+        when an image lacks a score of the current model (MONAI Label starts a scoring subprocess per call)."""
+        strategy = request.get("strategy") or "random"
+        if strategy not in self._strategies:
+            raise not_found(f"unknown strategy {strategy!r}; this server has {sorted(self._strategies)}")
+        res = self._strategies[strategy](request, self.datastore())
+        if self._auto_update_scoring and self._unscored():
+            self.async_scoring(None)
+        if not res or not res.get("id"):
+            return {}
+        res["path"] = self.datastore().get_image_uri(res["id"])
+        return res
+
+    def _unscored(self) -> bool:
+        version = self.model.version()
+        ds = self.datastore()
+        return version is not None and any(ds.get_image_info(i).get(VERSION_KEY) != version for i in ds.list_images())
 
     def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
         """MONAI Label's infer, with 404 for an unknown model or image and ids never read as paths."""

@@ -3,13 +3,16 @@
 MONAI Label 0.8.5 builds its FastAPI app before it loads an app and offers no hook on requests; its
 ``/infer`` takes ``image`` as either a datastore id or any path on the server, and its ``GET /train/`` shows
 only the task record. Its route functions delegate to module functions (``monailabel.endpoints.infer.
-run_inference``, ``monailabel.endpoints.train.status`` and ``.run_model``); :func:`install` wraps those (in
-the server process only, once) so the routes, their role checks and their answers stay MONAI Label's:
+run_inference``, ``monailabel.endpoints.train.status`` and ``.run_model``, ``monailabel.endpoints.scoring.
+run_method``); :func:`install` wraps those (in the server process only, once) so the routes, their role
+checks and their answers stay MONAI Label's:
 
 - ``image`` must be a datastore id (400 for a path or ``..``), and ``params`` may not name the image;
 - ``output=json`` tells the infer task to skip the maps (``maps: false``);
 - ``GET /train/`` adds the trainer's progress (step, total, loss, synthetic AUC, ...) to the task record;
-- ``POST /train/anatpaste`` checks its body (400 for a bad field) before MONAI Label starts the subprocess.
+- ``POST /train/{model}`` checks its body (400 for a bad field) before MONAI Label starts the subprocess;
+- an unknown model (``POST /train/{model}``) or scoring method (``POST /scoring/{method}``) answers 404
+  (MONAI Label starts a subprocess that fails, and answers 200).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .config import ConfigError, TrainOptions
-from .errors import bad_request
+from .errors import bad_request, not_found
 from .ids import BadImageIdError, check_image_id
 
 logger = logging.getLogger(__name__)
@@ -91,21 +94,35 @@ def _wrap_train_status(original: Callable) -> Callable:
 def _wrap_run_model(original: Callable) -> Callable:
     @functools.wraps(original)
     def run_model(model, params=None, run_sync=False, enqueue=False):
-        if model == run_model.model_name:
-            try:
-                TrainOptions.from_values(params or {})
-            except ConfigError as err:
-                raise bad_request(str(err)) from err
+        if model not in run_model.trainers:
+            raise not_found(f"unknown model {model!r}; this server trains {sorted(run_model.trainers)}")
+        try:
+            TrainOptions.from_values(params or {})
+        except ConfigError as err:
+            raise bad_request(str(err)) from err
         return original(model, params, run_sync, enqueue)
 
-    run_model.model_name = None
+    run_model.trainers = ()
     setattr(run_model, _MARK, True)
     return run_model
 
 
-def install(model_name: str, train_stats: Callable[[], dict[str, Any]]) -> None:
+def _wrap_run_method(original: Callable) -> Callable:
+    @functools.wraps(original)
+    def run_method(method, params=None, run_sync=False):
+        if method not in run_method.methods:
+            raise not_found(f"unknown scoring method {method!r}; this server has {sorted(run_method.methods)}")
+        return original(method, params, run_sync)
+
+    run_method.methods = ()
+    setattr(run_method, _MARK, True)
+    return run_method
+
+
+def install(trainers: list[str], scoring_methods: list[str], train_stats: Callable[[], dict[str, Any]]) -> None:
     """Wrap the endpoint functions (once per process); point them at the app being started."""
     from monailabel.endpoints import infer as ml_infer
+    from monailabel.endpoints import scoring as ml_scoring
     from monailabel.endpoints import train as ml_train
 
     if not getattr(ml_infer.run_inference, _MARK, False):
@@ -114,5 +131,8 @@ def install(model_name: str, train_stats: Callable[[], dict[str, Any]]) -> None:
         ml_train.status = _wrap_train_status(ml_train.status)
     if not getattr(ml_train.run_model, _MARK, False):
         ml_train.run_model = _wrap_run_model(ml_train.run_model)
+    if not getattr(ml_scoring.run_method, _MARK, False):
+        ml_scoring.run_method = _wrap_run_method(ml_scoring.run_method)
     ml_train.status.train_stats = train_stats
-    ml_train.run_model.model_name = model_name
+    ml_train.run_model.trainers = tuple(trainers)
+    ml_scoring.run_method.methods = tuple(scoring_methods)

@@ -184,6 +184,12 @@ def test_unknown_model_is_404(client):
     assert "no_such_model" in r.json()["detail"]
 
 
+def test_unknown_trainer_scoring_method_and_strategy_are_404(client):
+    assert client.post("/train/no_such_model", json={}).status_code == 404
+    assert client.post("/scoring/no_such_method").status_code == 404
+    assert client.post("/activelearning/no_such_strategy", json={}).status_code == 404
+
+
 def test_unknown_image_is_404(client):
     assert client.post("/infer/anatpaste?image=not-in-the-datastore&output=json").status_code == 404
 

@@ -24,7 +24,7 @@ def draw(pixels, geometry, heat=None, mask=None, opacity=1.0) -> np.ndarray:
         set_matrix(rad, OBLIQUE)
     heat_node = None
     if heat is not None:
-        overlays = S.show_result(scene, rad, heat, mask, display_max=5.0)
+        overlays = S.show_result(scene, rad, heat, mask, display_max=2.5)  # heat 5.0 = full colour
         heat_node = overlays.heatmap
     S.show_in_views(scene, rad, heat_node, opacity)
     view.fit()
@@ -48,7 +48,7 @@ def test_heatmap_and_lungs_land_on_the_radiographs_pixels(geometry):
     # The overlays on a black radiograph.
     rgb = draw(np.zeros(SHAPE, np.float32), geometry, heat, mask)
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    yellow = (r > 200) & (g > 200) & (b < 60)  # heat 5.0 = display max: the table's top, yellow
+    yellow = (r > 200) & (g > 200) & (b < 60)  # heat 5.0 = twice display_max: the table's top, yellow
     assert iou(yellow, ref_heat) > 0.9
     teal = (g > r + 10) & (b > r + 10)  # lung fill and outline, the segment's cyan
     assert iou(teal, ref_mask) > 0.85
@@ -74,7 +74,7 @@ def test_low_heat_is_transparent_and_opacity_applies():
     pixels[0, 0] = 1.0  # a window that keeps 0.5 mid-grey
     heat = np.zeros(SHAPE, np.float32)
     heat[:, 64:] = 5.0
-    heat[:, :32] = 2.0  # below half of display_max: not drawn
+    heat[:, :32] = 2.0  # below display_max (2.5, what normal images reach): not drawn
     plain = draw(pixels, "png")
     rgb = draw(pixels, "png", heat, np.zeros(SHAPE, bool), opacity=0.5)
     np.testing.assert_allclose(rgb[100, 20], plain[100, 20], atol=3)  # low heat: the radiograph unchanged

@@ -115,9 +115,9 @@ def test_heatmap_display(mrml):
     color.GetColor(255, rgba_high)
     assert rgba_low[3] == 0.0
     assert rgba_high == [1.0, 1.0, 0.0, 1.0]  # yellow, opaque
-    assert (d.GetWindowLevelMin(), d.GetWindowLevelMax()) == pytest.approx((2.0, 4.0))
+    assert (d.GetWindowLevelMin(), d.GetWindowLevelMax()) == pytest.approx((4.0, 8.0))
     assert d.GetApplyThreshold()
-    assert d.GetLowerThreshold() == pytest.approx(2.0)
+    assert d.GetLowerThreshold() == pytest.approx(4.0)  # the 99th percentile of normal heat
     assert ov.lungs.GetSegmentation().GetNumberOfSegments() == 0  # an empty mask: no segment
     S.show_result(mrml, rad, heat, np.ones((8, 8), bool))
     assert mrml.GetNumberOfNodesByClass("vtkMRMLColorTableNode") == 1  # one heat table per scene

@@ -163,8 +163,9 @@ def show_result(
         radiograph: the single-slice volume that was scored.
         heatmap: float (H, W), in the radiograph's pixel grid (row 0 = top).
         lung_mask: bool (H, W), same grid.
-        display_max: heat shown at full colour (the server's ``heatmap_display_max``); the colour
-            starts at half of it. Default: the heatmap's 99th percentile.
+        display_max: the server's ``heatmap_display_max``: the 99th percentile of the heat of held-out
+            normal images. Heat below it is transparent (what a normal image reaches); the colour ramp
+            runs from it to twice it. Default: this heatmap's 99th percentile.
 
     Raises:
         SceneError: the maps do not have the radiograph's (H, W) shape.
@@ -199,9 +200,9 @@ def _overlay_node(scene, radiograph, role: str, class_name: str, suffix: str):
 
 
 def _style_heatmap(scene, node, heat: np.ndarray, display_max: float | None) -> None:
-    top = float(display_max) if display_max and display_max > 0 else float(np.percentile(heat, 99))
-    top = max(top, 1e-6)
-    low = 0.5 * top
+    low = float(display_max) if display_max and display_max > 0 else float(np.percentile(heat, 99))
+    low = max(low, 1e-6)
+    top = 2.0 * low
     if node.GetDisplayNode() is None:
         node.CreateDefaultDisplayNodes()
     display = node.GetDisplayNode()
