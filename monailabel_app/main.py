@@ -35,6 +35,7 @@ from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.tasks.activelearning.random import Random
+from monailabel.utils.async_tasks.utils import processes as running_processes
 from monailabel.utils.others.generic import md5_digest
 
 from anatpaste.detector import DEFAULT_MODEL
@@ -118,7 +119,7 @@ class AnatPasteApp(MONAILabelApp):
         if strategy not in self._strategies:
             raise not_found(f"unknown strategy {strategy!r}; this server has {sorted(self._strategies)}")
         res = self._strategies[strategy](request, self.datastore())
-        if self._auto_update_scoring and self._unscored():
+        if self._auto_update_scoring and not running_processes("scoring") and self._unscored():
             self.async_scoring(None)
         if not res or not res.get("id"):
             return {}

@@ -17,8 +17,8 @@ logger = logging.getLogger(__name__)
 class MostAnomalous(Strategy):
     """Highest ``anomaly_score`` among images without a review; ties broken by id.
 
-    Unscored images are not served (the scoring method runs at start-up, after each training and after each
-    call of this strategy); ``{}`` when every scored image is reviewed.
+    Unscored images are not served (the scoring method runs at start-up, after each training and after a call
+    of this strategy that finds unscored images); ``{}`` when every scored image is reviewed.
     """
 
     def __init__(self) -> None:

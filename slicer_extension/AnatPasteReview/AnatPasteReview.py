@@ -38,9 +38,8 @@ class AnatPasteReview(ScriptedLoadableModule):
         self.parent.contributors = ["AnatPaste contributors"]
         self.parent.helpText = (
             "Score a chest radiograph on an AnatPaste MONAI Label server: anomaly score, normal/abnormal at "
-            "the "
-            "model's threshold, heatmap and lung mask on the image. Confirm normals and retrain the model. "
-            "See slicer_extension/README.md."
+            "the model's threshold, heatmap and lung mask on the image. Confirm normals and retrain the "
+            "model. See slicer_extension/README.md."
         )
         self.parent.acknowledgementText = (
             "AnatPaste: self-supervised anomaly detection on chest radiographs, served by MONAI Label."
@@ -267,9 +266,7 @@ class AnatPasteReviewLogic(ScriptedLoadableModuleLogic):
         if study is None:
             source, path = scene.study_source(volume, getattr(slicer, "dicomDatabase", None))
             if path is None:  # only in the scene: send its pixels as a 16-bit PNG
-                path = os.path.join(slicer.util.tempDirectory("AnatPasteReview"), f"{volume.GetName()}.png")
-                with open(path, "wb") as f:
-                    f.write(encode_png16(scene.radiograph_pixels(volume)))
+                path = scene.export_png(volume, slicer.util.tempDirectory("AnatPasteReview"))
             study = Study(volume.GetName(), source, None, path, volume.GetID())
         self.session.set_study(study)  # first: the parameter node's observer then sees nothing to do
         params = self.getParameterNode()

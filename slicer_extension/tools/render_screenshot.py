@@ -9,7 +9,7 @@ the Red slice view: radiograph, heatmap foreground, lung segmentation. The modul
 Usage (repository root, project venv, a server running)::
 
     .venv/bin/python slicer_extension/tools/render_screenshot.py --server http://127.0.0.1:8000 \\
-        --image /work/shared/data/lungmasks/images/MCUCXR_0104_1.png \\
+        --image /work/shared/data/dicom/siim_cr_chest_mono2_jpeg.dcm \\
         --output slicer_extension/docs/screenshot.png
 """
 
@@ -83,6 +83,8 @@ class OffscreenSliceView:
         self.renderer.AddViewProp(self.image_actor)
         self.text = vtk.vtkCornerAnnotation()
         self.text.GetTextProperty().SetColor(1.0, 1.0, 1.0)
+        self.text.GetTextProperty().SetBackgroundColor(0.0, 0.0, 0.0)
+        self.text.GetTextProperty().SetBackgroundOpacity(0.65)
         self.text.SetMaximumFontSize(22)
         self.renderer.AddViewProp(self.text)
 

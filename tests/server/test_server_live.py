@@ -79,13 +79,21 @@ def test_infer_confirm_train_publish_infer_again(server):
     assert train_stats(server)["new_confirmed_normals"] == 3
 
     r = c.post("/train/anatpaste", json=TRAIN)
-    assert r.status_code == 200, r.text
+    assert r.status_code == 200, (r.text, server.log_tail())
     assert r.json()["status"] in ("SUBMITTED", "RUNNING")
-    assert c.post("/train/anatpaste", json=TRAIN).status_code == 429  # one training at a time
+    second = c.post("/train/anatpaste", json=TRAIN)
+    assert second.status_code == 429, (second.text, server.log_tail())  # one training at a time
 
     # While it trains, the server keeps answering infers (several at once) and reports progress.
-    answers, seen = [], []
-    workers = [threading.Thread(target=lambda: answers.append(infer(server, "IM-0003-0001"))) for _ in range(3)]
+    answers, errors, seen = [], [], []
+
+    def infer_during_training():
+        try:
+            answers.append(infer(server, "IM-0003-0001"))
+        except Exception as err:  # reported below with the server's log
+            errors.append(repr(err))
+
+    workers = [threading.Thread(target=infer_during_training) for _ in range(3)]
     for w in workers:
         w.start()
 
@@ -97,11 +105,11 @@ def test_infer_confirm_train_publish_infer_again(server):
     task = wait_for(finished, 300, "training to finish", server, interval=0.5)
     for w in workers:
         w.join(timeout=120)
-    assert len(answers) == 3
+    assert len(answers) == 3, (errors, server.log_tail())
     assert all(a["model_version"] == before for a in answers)
-    assert task["status"] == "DONE", task
+    assert task["status"] == "DONE", (task, server.log_tail())
     assert task["outcome"] == "published", task
-    assert any(t.get("status") == "RUNNING" and isinstance(t.get("total"), int) for t in seen)
+    assert any(t.get("status") == "RUNNING" and isinstance(t.get("total"), int) for t in seen), seen
     assert task["step"] == task["total"] == TRAIN["steps"]
     assert isinstance(task["synthetic_auc"], float)
     assert any(line.startswith("anatpaste-train") or "anatpaste-train" in line for line in task["details"])
@@ -126,10 +134,10 @@ def test_stopping_a_training_keeps_the_published_model(server):
     published = server.store.current()
     files = sorted(os.listdir(server.store.versions_dir))
     r = c.post("/train/anatpaste", json={**TRAIN, "steps": 100000, "eval_every": 100000})
-    assert r.status_code == 200, r.text
+    assert r.status_code == 200, (r.text, server.log_tail())
     wait_for(lambda: (train_stats(server).get("step") or 0) >= 2, 240, "training to take steps", server)
     stopped = c.delete("/train/").json()
-    assert stopped["status"] == "STOPPED"
+    assert stopped["status"] == "STOPPED", (stopped, server.log_tail())
     time.sleep(1.0)
     stats = train_stats(server)
     assert stats["status"] == "STOPPED"

@@ -205,3 +205,14 @@ def test_study_source(mrml, tmp_path):
     vol.SetAttribute("DICOM.instanceUIDs", "1.2.3 1.2.4")
     assert S.study_source(vol, FakeDicomDatabase({"1.2.3": str(dcm)})) == ("dicom", str(dcm))
     assert S.study_source(vol, FakeDicomDatabase({})) == ("file", str(png))
+
+
+def test_export_png_of_a_scene_only_volume(mrml, tmp_path):
+    from PIL import Image
+
+    pixels = np.arange(12, dtype=np.float32).reshape(3, 4)
+    vol = S.volume_from_array(mrml, pixels, name="chest / 2 ?")
+    path = S.export_png(vol, str(tmp_path))
+    assert path == str(tmp_path / "chest_2.png")
+    got = np.asarray(Image.open(path)).astype(float) / 65535
+    np.testing.assert_allclose(got, pixels / 11, atol=1e-4)

@@ -263,3 +263,52 @@ def test_login_flow(fake):
     c = controls(session.state)
     assert not c.login
     assert c.next_study
+
+
+def test_a_failing_slot_becomes_a_message_not_a_crash(fake):
+    session, _, _ = connected(fake)
+
+    def broken_scene(study, result, maps):
+        raise ValueError("the server's maps are 48x64 pixels but chest is 40x40")
+
+    session.result_ready.connect(broken_scene)
+    session.set_study(Study("study-a", "server", image_id="study-a"))
+    session.score()
+    settle(session)  # no exception out of the timer
+    assert session.state.error == "the server's maps are 48x64 pixels but chest is 40x40"
+    assert controls(session.state).score  # and the reviewer can go on
+
+
+def test_late_answers_from_a_server_left_behind_are_dropped(fake):
+    from slicer_fake_server import FakeServer
+
+    other = FakeServer().start()
+    try:
+        other.state.version = "v7"
+        session, clock, _ = connected(fake)
+        fake.on("GET", "/train/", hang(0.5))
+        clock.now += 30.0
+        session.tick()  # a poll of the first server, answering late
+        session.connect(other.url)
+        settle(session)
+        assert session.state.server_url == other.url
+        assert session.state.info.model_version == "v7"
+        assert session.state.error is None
+    finally:
+        other.stop()
+
+
+def test_switching_servers_turns_a_worklist_study_into_a_local_file(fake, tmp_path):
+    from slicer_fake_server import FakeServer
+
+    other = FakeServer().start()
+    try:
+        session, _, _ = connected(fake)
+        path = str(tmp_path / "study-a.png")
+        session.set_study(Study("study-a", "server", image_id="study-a", path=path))
+        session.connect(other.url)
+        settle(session)
+        assert session.state.study == Study("study-a", "file", image_id=None, path=path)
+        assert session.state.study.needs_upload  # scoring it now asks before sending the file
+    finally:
+        other.stop()

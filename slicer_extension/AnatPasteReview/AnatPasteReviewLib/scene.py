@@ -8,6 +8,7 @@ radiograph whatever geometry Slicer gave it (PNG, JPEG, DICOM with any orientati
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,6 +106,18 @@ def radiograph_pixels(volume: slicer.vtkMRMLVolumeNode) -> np.ndarray:
     if a.ndim != 3:
         raise SceneError(f"{volume.GetName()} is not a scalar volume")
     return np.array(a[0])
+
+
+def export_png(volume: slicer.vtkMRMLVolumeNode, folder: str) -> str:
+    """Write a single-slice volume's pixels as a 16-bit PNG (for a radiograph that has no file); return
+    the path. The name comes from the node's, made safe for a file system."""
+    from .images import encode_png16
+
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", volume.GetName() or "").strip("._") or "radiograph"
+    path = os.path.join(folder, f"{name}.png")
+    with open(path, "wb") as f:
+        f.write(encode_png16(radiograph_pixels(volume)))
+    return path
 
 
 def study_source(volume: slicer.vtkMRMLVolumeNode, dicom_database=None) -> tuple[str, str | None]:

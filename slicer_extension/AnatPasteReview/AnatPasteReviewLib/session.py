@@ -8,6 +8,7 @@ layer and the widget connects :attr:`ReviewSession.changed` to :func:`~.workflow
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -37,6 +38,8 @@ from .workflow import (
     Study,
     poll_interval,
 )
+
+logger = logging.getLogger(__name__)
 
 Consent = Callable[[Study, str], bool]
 
@@ -83,9 +86,14 @@ class ReviewSession:
     # ------------------------------------------------------------------------------ connection
     def connect(self, url: str) -> None:
         """Connect to a server: auth check, /info/, training status. Errors end up in ``state.error``."""
+        if self.runner.busy(CONNECT):
+            raise RuntimeError("already connecting")
         client = self.client_factory(url)  # ValueError for a malformed address: the caller shows it
-        self.client = client
         s = self.state
+        if s.study and s.study.image_id and client.server_url != s.server_url:
+            # the study's datastore id means nothing to another server: it becomes a local file again
+            s.study = dataclasses.replace(s.study, image_id=None, source="file" if s.study.path else "scene")
+        self.client = client
         s.server_url, s.connected, s.logged_in, s.info, s.training = (
             client.server_url,
             False,
@@ -324,13 +332,24 @@ class ReviewSession:
             if message:
                 s.message = message
 
+        client = self.client  # answers from a server the reviewer has left are dropped
+
         def finish(result: Any) -> None:
             s.busy.discard(name)
-            done(result)
+            if client is not self.client:
+                return
+            try:
+                done(result)
+            except Exception as exc:  # a slot failed (scene, file loading): say so, keep the GUI alive
+                logger.exception(f"AnatPasteReview: handling the answer to {name} failed")
+                known = isinstance(exc, (ValueError, RuntimeError, OSError))
+                s.error = str(exc) if known else f"{name} failed: {type(exc).__name__}: {exc}"
             self.changed.emit()
 
         def fail(exc: BaseException) -> None:
             s.busy.discard(name)
+            if client is not self.client:
+                return
             self._failed(name, exc)
             self.changed.emit()
 
