@@ -18,7 +18,7 @@ from anatpaste.model.resnet import ResNet18Encoder
 from anatpaste.modelfile import dequantize_state, load_model
 from anatpaste.preprocess import resize_square, to_uint8
 from anatpaste.score import GaussianScorer, HeatmapScorer
-from anatpaste.segment import segment_lungs
+from anatpaste.segment import DEFAULT_METHOD, METHODS, segment_lungs
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default.pt"
 
@@ -63,7 +63,9 @@ class Detector:
         pre = payload["preprocessing"]
         self.image_size = int(pre["image_size"])
         self.mean, self.std = float(pre["norm_mean"]), float(pre["norm_std"])
-        self.segmentation = str(pre.get("segmentation", "default"))
+        # The lung mask is drawn with the method the model was trained with (older files: the default).
+        method = str(pre.get("segmentation", DEFAULT_METHOD))
+        self.segmentation = method if method in METHODS else DEFAULT_METHOD
         self.encoder = ResNet18Encoder(in_channels=1)
         self.encoder.load_state_dict(dequantize_state(payload["encoder"]))
         self.encoder.to(self.device).eval()
@@ -80,22 +82,22 @@ class Detector:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
         return cls(payload, version=f"{path.stem}-{digest}", device=device)
 
-    def _input(self, image: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+    def _input(self, image: np.ndarray) -> torch.Tensor:
         small = resize_square(as_unit_image(image), self.image_size)
-        return small, torch.from_numpy(to_uint8(small)).view(1, 1, self.image_size, self.image_size)
+        return torch.from_numpy(to_uint8(small)).view(1, 1, self.image_size, self.image_size)
 
     def score_many(self, images: list[np.ndarray], batch_size: int = 32) -> np.ndarray:
         """Anomaly scores only (no maps), batched: for evaluation and the worklist."""
         scores = []
         for i in range(0, len(images), batch_size):
-            x = torch.cat([self._input(im)[1] for im in images[i : i + batch_size]])
+            x = torch.cat([self._input(im) for im in images[i : i + batch_size]])
             emb, _ = extract(self.encoder, x, self.mean, self.std)
             scores.append(self.gaussian.score(emb).numpy())
         return np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)
 
     def score(self, image: np.ndarray, maps: bool = True) -> ScoreResult:
         """Score one radiograph (float32 (H, W) [0, 1]); with ``maps`` also heatmap and lung mask at (H, W)."""
-        small, x = self._input(image)
+        x = self._input(image)
         emb, grid = extract(self.encoder, x, self.mean, self.std, with_grid=maps)
         s = float(self.gaussian.score(emb)[0])
         heat = lung = None
@@ -104,6 +106,7 @@ class Detector:
             heat_small = self.heat.heatmap(grid, (self.image_size, self.image_size))
             heat = F.interpolate(heat_small.unsqueeze(1), size=(h, w), mode="bilinear", align_corners=False)
             heat = heat[0, 0].numpy().astype(np.float32)
-            lung_small = torch.from_numpy(segment_lungs(small)).float().view(1, 1, *small.shape)
-            lung = F.interpolate(lung_small, size=(h, w), mode="nearest")[0, 0].numpy() > 0.5
+            # Segment the full-resolution image (segment_lungs works at ~256 px internally and scales the
+            # mask back), not the network's small input: the outline is drawn over the original film.
+            lung = segment_lungs(as_unit_image(image), method=self.segmentation)
         return ScoreResult(s, self.threshold, s > self.threshold, heat, lung, self.version)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+import requests
 from dicomweb_client import DICOMwebClient
 from filelock import FileLock
 from monailabel.datastore.local import DataModel, ImageLabelModel
@@ -80,7 +81,12 @@ class AnatPasteDICOMwebDatastore(AnatPasteLocalDatastore):
         """The archive's instances of the configured modalities (re-searched at most every few seconds)."""
         with self._sync_lock:
             if time.monotonic() - self._listed_at > self._refresh_seconds:
-                self._sync(self._search())
+                try:
+                    remote = self._search()
+                except requests.RequestException as err:  # keep serving what is known; retry at the next call
+                    logger.error(f"DICOMweb search failed ({self._client.base_url}): {err}")
+                    return list(self._listed or self._datastore.objects)
+                self._sync(remote)
                 self._listed_at = time.monotonic()
             return list(self._listed)
 
