@@ -18,8 +18,9 @@ $(VENV)/.installed: requirements.txt
 
 venv: $(VENV)/.installed
 
+# MONAI Label's launcher runs the first `python` on PATH: put the venv's first.
 run: venv
-	$(VENV)/bin/monailabel start_server --app monailabel_app --studies monailabel_app/sample_studies --host $(HOST) --port $(PORT)
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/monailabel start_server --app monailabel_app --studies monailabel_app/sample_studies --host $(HOST) --port $(PORT)
 
 test: venv
 	$(VENV)/bin/ruff check .

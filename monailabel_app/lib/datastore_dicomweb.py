@@ -106,7 +106,8 @@ class AnatPasteDICOMwebDatastore(AnatPasteLocalDatastore):
             for image_id in gone:
                 objects.pop(image_id)
                 Path(self._datastore.image_path(), f"{image_id}.dcm").unlink(missing_ok=True)
-            self._update_datastore_file(lock=False)
+            if gone or len(ids) != len(self._listed) or set(ids) != set(self._listed):
+                self._update_datastore_file(lock=False)
         self._listed = ids
 
     def _remove_non_existing(self) -> int:
