@@ -3,19 +3,20 @@
 import numpy as np
 import pytest
 import torch
+from sklearn.covariance import LedoitWolf
 
 from anatpaste.errors import ModelFileError
 from anatpaste.metrics import detection_metrics, specificity_at_sensitivity
 from anatpaste.modelfile import dequantize_state, load_model, quantize_state, save_model
 from anatpaste.score import GaussianScorer, HeatmapScorer
-from anatpaste.score.gaussian import ledoit_wolf_numpy
 
 
 def test_gaussian_scorer_matches_a_numpy_mahalanobis():
     x = torch.randn(300, 6, generator=torch.Generator().manual_seed(0)) * torch.tensor([1, 2, 3, 1, 1, 5.0])
     g = GaussianScorer.fit(x)
     xn = torch.nn.functional.normalize(x, dim=1).double().numpy()
-    mu, prec = ledoit_wolf_numpy(xn)
+    lw = LedoitWolf().fit(xn)
+    mu, prec = lw.location_, lw.precision_
     q = torch.randn(4, 6)
     d = torch.nn.functional.normalize(q, dim=1).double().numpy() - mu
     expected = np.sqrt(np.einsum("nd,de,ne->n", d, prec, d))

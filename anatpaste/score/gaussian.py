@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from sklearn.covariance import LedoitWolf
 
@@ -48,8 +47,3 @@ class GaussianScorer:
     def from_state_dict(cls, state: dict[str, torch.Tensor]) -> GaussianScorer:
         return cls(state["mean"], state["precision"])
 
-
-def ledoit_wolf_numpy(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, precision) of ``x`` (N, D) with Ledoit-Wolf shrinkage; used by tests as a reference."""
-    lw = LedoitWolf().fit(x)
-    return lw.location_, lw.precision_
