@@ -119,8 +119,8 @@ def train(
         best = {"auc": state["best_auc"], "step": state["best_step"], "state": state["best_state"]}
 
     def evaluate(step: int) -> float:
-        auc = synthetic_auc(net.encoder, eval_fit, holdout.images, eval_pasted, NORM_MEAN, NORM_STD)
-        history.append({"step": step, "synthetic_auc": auc, "loss": last_loss})
+        auc, clf_auc = synthetic_auc(net, eval_fit, holdout.images, eval_pasted, NORM_MEAN, NORM_STD)
+        history.append({"step": step, "synthetic_auc": auc, "classifier_auc": clf_auc, "loss": last_loss})
         # Step 0 (the untrained network) is recorded as the baseline but never selected.
         if step > 0 and auc > best["auc"]:
             best.update(auc=auc, step=step, state=copy.deepcopy({k: v.cpu() for k, v in net.state_dict().items()}))

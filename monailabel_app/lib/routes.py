@@ -23,6 +23,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from fastapi import HTTPException
+
 from .config import ConfigError, TrainOptions
 from .errors import bad_request, not_found
 from .ids import BadImageIdError, check_image_id
@@ -100,11 +102,21 @@ def _wrap_run_model(original: Callable) -> Callable:
             TrainOptions.from_values(params or {})
         except ConfigError as err:
             raise bad_request(str(err)) from err
+        if not enqueue and _train_pending():
+            # MONAI Label only counts a training once its subprocess exists, so a second POST in the moment
+            # between SUBMITTED and RUNNING would queue a second training behind the first.
+            raise HTTPException(status_code=429, detail="a training is already submitted or running")
         return original(model, params, run_sync, enqueue)
 
     run_model.trainers = ()
     setattr(run_model, _MARK, True)
     return run_model
+
+
+def _train_pending() -> bool:
+    from monailabel.utils.async_tasks.utils import tasks
+
+    return any(t.get("status") in ("SUBMITTED", "RUNNING") for t in tasks("train"))
 
 
 def _wrap_run_method(original: Callable) -> Callable:
