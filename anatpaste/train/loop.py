@@ -24,7 +24,7 @@ from anatpaste.paste import AnatPaste
 from anatpaste.preprocess import NORM_MEAN, NORM_STD
 from anatpaste.train.config import TrainConfig
 from anatpaste.train.export import build_payload, load_init_weights
-from anatpaste.train.selection import pasted_copies, synthetic_auc
+from anatpaste.train.selection import classifier_auc, pasted_copies, synthetic_auc
 
 
 @dataclass
@@ -119,7 +119,8 @@ def train(
         best = {"auc": state["best_auc"], "step": state["best_step"], "state": state["best_state"]}
 
     def evaluate(step: int) -> float:
-        auc, clf_auc = synthetic_auc(net, eval_fit, holdout.images, eval_pasted, NORM_MEAN, NORM_STD)
+        auc = synthetic_auc(net.encoder, eval_fit, holdout.images, eval_pasted, NORM_MEAN, NORM_STD)
+        clf_auc = classifier_auc(net, holdout.images, eval_pasted, NORM_MEAN, NORM_STD)
         history.append({"step": step, "synthetic_auc": auc, "classifier_auc": clf_auc, "loss": last_loss})
         # Step 0 (the untrained network) is recorded as the baseline but never selected.
         if step > 0 and auc > best["auc"]:

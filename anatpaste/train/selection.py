@@ -12,6 +12,7 @@ from sklearn.metrics import roc_auc_score
 from anatpaste.data import ImageSet
 from anatpaste.features import extract
 from anatpaste.model import AnatPasteNet
+from anatpaste.model.resnet import ResNet18Encoder
 from anatpaste.paste import AnatPaste
 from anatpaste.score import GaussianScorer
 
@@ -25,30 +26,35 @@ def pasted_copies(images: ImageSet, paster: AnatPaste, seed: int) -> torch.Tenso
 
 
 def synthetic_auc(
-    net: AnatPasteNet,
+    encoder: ResNet18Encoder,
     fit_images: torch.Tensor,
     normals: torch.Tensor,
     pasted: torch.Tensor,
     mean: float,
     std: float,
-) -> tuple[float, float]:
-    """ROC AUCs for held-out normals vs their pasted copies.
+) -> float:
+    """ROC AUC of the Gaussian score (fitted on ``fit_images``) for held-out normals vs their pasted copies.
 
-    Returns:
-        (Gaussian AUC, classifier AUC): the first scores with the Mahalanobis distance to a Gaussian fitted on
-        ``fit_images`` (what is shipped, so it drives selection); the second with the pretext head's
-        probability of "pasted" (the direct measure of what the network learnt).
+    This is what a shipped model scores with, so it drives checkpoint selection.
     """
-    fit_emb, _ = extract(net.encoder, fit_images, mean, std)
+    fit_emb, _ = extract(encoder, fit_images, mean, std)
     gauss = GaussianScorer.fit(fit_emb)
+    s0 = gauss.score(extract(encoder, normals, mean, std)[0])
+    s1 = gauss.score(extract(encoder, pasted, mean, std)[0])
+    labels = [0] * len(s0) + [1] * len(s1)
+    return float(roc_auc_score(labels, torch.cat([s0, s1]).numpy()))
+
+
+@torch.no_grad()
+def classifier_auc(net: AnatPasteNet, normals: torch.Tensor, pasted: torch.Tensor, mean: float, std: float) -> float:
+    """ROC AUC of the pretext head's probability of "pasted": the direct measure of what the network learnt."""
     e0, e1 = extract(net.encoder, normals, mean, std)[0], extract(net.encoder, pasted, mean, std)[0]
-    labels = [0] * len(e0) + [1] * len(e1)
-    g_auc = roc_auc_score(labels, torch.cat([gauss.score(e0), gauss.score(e1)]).numpy())
     was_training = net.training
     net.eval()
-    with torch.no_grad():
+    try:
         dev = next(net.parameters()).device
         logits = net.classifier(net.head(torch.cat([e0, e1]).to(dev)))
-        p_pasted = torch.softmax(logits.float(), 1)[:, 1].cpu().numpy()
-    net.train(was_training)
-    return float(g_auc), float(roc_auc_score(labels, p_pasted))
+    finally:
+        net.train(was_training)
+    p_pasted = torch.softmax(logits.float(), 1)[:, 1].cpu().numpy()
+    return float(roc_auc_score([0] * len(e0) + [1] * len(e1), p_pasted))
