@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -35,7 +36,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     data = load_image_set(paths, args.size)
     for p, why in data.skipped:
         print(f"skipped {p}: {why}", file=sys.stderr)
-    bar = tqdm(total=config.steps, desc="training", unit="step")
+    rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 shows progress and the summary
+    bar = tqdm(total=config.steps, desc="training", unit="step", disable=rank != 0)
 
     def progress(p: TrainProgress) -> None:
         bar.n = p.step
@@ -52,7 +54,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
     bar.close()
     summary.pop("history", None)
-    print(json.dumps(summary))
+    if rank == 0:
+        print(json.dumps(summary))
     return 0
 
 

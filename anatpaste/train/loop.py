@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 from anatpaste import __version__
 from anatpaste.data import ImageSet
@@ -52,6 +54,17 @@ def split_holdout(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, tor
     return perm[k:].sort().values, perm[:k].sort().values
 
 
+def distributed_rank() -> tuple[int, int]:
+    """(rank, world size): (0, 1) alone; under ``torchrun`` with WORLD_SIZE > 1 the process group is joined
+    (NCCL on GPUs, Gloo on CPUs) and every process trains on its own random batches (data parallel)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
 def pick_device(name: str | None = None) -> torch.device:
     if name:
         return torch.device(name)
@@ -76,15 +89,24 @@ def train(
         output: model file to write (atomically).
         device: "cuda", "cpu", ...; default CUDA when available.
         checkpoint: resumable state file; if it exists and matches ``config`` the run continues from it.
-        progress: called after every step and every evaluation.
+        progress: called every ``config.log_every`` steps and after every evaluation.
         data_summary: stored in the model file (e.g. source folders, counts).
+
+    Under ``torchrun`` (several processes) ``config.batch_size`` is per process, the gradients are averaged
+    across processes, and only rank 0 evaluates, checkpoints, reports progress and writes ``output``.
 
     Returns:
         A summary: steps, wall time, images/s, synthetic AUCs, selected step, output path.
     """
     if data.images.shape[-1] != config.image_size:
         raise ValueError(f"data is {data.images.shape[-1]} px but config.image_size is {config.image_size}")
+    rank, world = distributed_rank()
     dev = pick_device(device)
+    if dev.type == "cuda" and world > 1:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(dev)
+    if rank != 0:
+        progress = None
     train_idx, hold_idx = split_holdout(len(data), config.holdout_fraction, config.seed)
     train_set, holdout = data.subset(train_idx), data.subset(hold_idx)
 
@@ -95,7 +117,11 @@ def train(
     net = net.to(dev).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.steps)
-    gen = torch.Generator(device=dev).manual_seed(config.seed)
+    # Each process draws its own batches and pastes; rank 0 keeps the single-process stream.
+    gen = torch.Generator(device=dev).manual_seed(config.seed + 1_000_003 * rank)
+    step_net: torch.nn.Module = net
+    if world > 1:
+        step_net = DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
     paster = AnatPaste()
 
     images = train_set.images.to(dev)
@@ -114,7 +140,10 @@ def train(
         net.load_state_dict(state["net"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
-        gen.set_state(state["gen"])
+        if rank == 0:
+            gen.set_state(state["gen"])
+        else:  # only rank 0's stream is checkpointed; other ranks restart theirs deterministically
+            gen.manual_seed(config.seed + 1_000_003 * rank + state["step"])
         start_step, history, train_seconds = state["step"], state["history"], state["train_seconds"]
         best = {"auc": state["best_auc"], "step": state["best_step"], "state": state["best_state"]}
 
@@ -128,7 +157,7 @@ def train(
         return auc
 
     def save_checkpoint(step: int) -> None:
-        if ckpt_path is None:
+        if ckpt_path is None or rank != 0:
             return
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save(
@@ -143,7 +172,7 @@ def train(
         os.replace(tmp, ckpt_path)
 
     last_loss = float("nan")
-    if config.eval_every and start_step == 0:
+    if config.eval_every and start_step == 0 and rank == 0:
         evaluate(0)
     net.train()
     labels = torch.cat([torch.zeros(config.batch_size), torch.ones(config.batch_size)]).long().to(dev)
@@ -156,20 +185,20 @@ def train(
         xp = paster(x, lungs[idx], generator=gen)
         batch = normalise_input(torch.cat([x, xp]), NORM_MEAN, NORM_STD)
         with autocast_for(dev):
-            _, logits = net(batch)
+            _, logits = step_net(batch)
             loss = F.cross_entropy(logits.float(), labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
-        is_eval = bool(config.eval_every) and (step % config.eval_every == 0 or step == config.steps)
+        is_eval = rank == 0 and bool(config.eval_every) and (step % config.eval_every == 0 or step == config.steps)
         log_now = is_eval or step % config.log_every == 0 or step == config.steps
         if log_now:
             # Reading the loss waits for the device (GPU work is asynchronous), so the step clock is honest
             # at every read-out; done only every log_every steps to keep the GPU queue full in between.
             last_loss = float(loss.detach())
         train_seconds += time.perf_counter() - t0
-        window_imgs += 2 * b
+        window_imgs += 2 * b * world
         auc = evaluate(step) if is_eval else None
         if progress and log_now:
             rate = window_imgs / max(time.perf_counter() - window_t, 1e-9)
@@ -179,6 +208,9 @@ def train(
         if ckpt_path and config.checkpoint_every and step % config.checkpoint_every == 0:
             save_checkpoint(step)
 
+    if rank != 0:  # the other processes only contributed gradients
+        dist.destroy_process_group()
+        return {"rank": rank, "world_size": world, "steps": config.steps}
     if config.select == "synthetic-auc" and best["state"] is not None:
         net.load_state_dict(best["state"])
         selected = best["step"]
@@ -189,7 +221,8 @@ def train(
         progress(TrainProgress(config.steps, config.steps, last_loss, 0.0, None, best["auc"], phase="fitting"))
     run = {
         "steps": config.steps, "selected_step": selected, "train_seconds": round(train_seconds, 2),
-        "images_per_s": round(2 * b * (config.steps - start_step) / max(train_seconds, 1e-9), 1),
+        "images_per_s": round(2 * b * world * (config.steps - start_step) / max(train_seconds, 1e-9), 1),
+        "world_size": world,
         "history": history, "device": str(dev), "anatpaste_version": __version__,
         "torch_version": str(torch.__version__),
     }
@@ -197,4 +230,6 @@ def train(
     save_model(payload, output)
     if ckpt_path and ckpt_path.is_file():
         save_checkpoint(config.steps)
+    if world > 1:
+        dist.destroy_process_group()
     return {**run, "output": str(output), "threshold": payload["threshold"]["value"]}

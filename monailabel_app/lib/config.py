@@ -58,6 +58,7 @@ class TrainOptions:
     init: str = "current"
     device: str = ""
     threads: int = 0
+    processes: int = 0
     gate_tolerance: float = 0.02
     gate_min_auc: float = 0.5
 
@@ -78,6 +79,8 @@ class TrainOptions:
             raise ConfigError(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
         if self.threads < 0:
             raise ConfigError(f"threads must be >= 0, got {self.threads}")
+        if not 0 <= self.processes <= 64:
+            raise ConfigError(f"processes must be in [0, 64] (0 = one per visible GPU), got {self.processes}")
         if not 0 <= self.gate_tolerance <= 1 or not 0 <= self.gate_min_auc <= 1:
             raise ConfigError(
                 f"gate_tolerance and gate_min_auc must be in [0, 1], got {self.gate_tolerance}, {self.gate_min_auc}"

@@ -25,12 +25,13 @@ from monailabel.interfaces.tasks.train import TrainTask
 
 from anatpaste.data import find_images, load_image_set
 from anatpaste.modelfile import load_model
-from anatpaste.train import TrainConfig, train
+from anatpaste.train import TrainConfig
 
 from . import gate
 from .config import TrainOptions
 from .model_store import ModelStore
 from .review import confirmed_normals
+from .train_parallel import default_processes, run_training
 from .train_stats import StatsWriter, read_stats, reconcile
 
 logger = logging.getLogger(__name__)
@@ -149,13 +150,15 @@ class AnatPasteTrain(TrainTask):
         )
         candidate = self.store.new_candidate_path()
         stats.update(phase="train", n_images=len(data), n_skipped=len(data.skipped))
-        summary = train(
+        processes = opts.processes or default_processes(device)
+        stats.update(processes=processes)
+        summary = run_training(
             config,
             data,
             candidate,
             device=device,
-            checkpoint=None,
-            progress=stats.progress,
+            processes=processes,
+            stats=stats,
             data_summary={
                 "confirmed_normals": confirmed_ids,
                 "base_normals": str(self.base_normals or ""),

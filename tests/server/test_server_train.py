@@ -73,6 +73,21 @@ def test_training_on_confirmed_normals_publishes_a_new_version(env):
     assert not store.candidates_dir.exists() or not any(store.candidates_dir.iterdir())
 
 
+def test_data_parallel_training_in_two_processes_publishes_a_new_version(env):
+    # What a multi-GPU server does (one process per GPU, NCCL), here with two CPU processes and Gloo.
+    client, store = env
+    before = version_of(client)
+    confirm(client, "IM-0001-0001", "IM-0003-0001", "IM-0005-0001")
+    r = client.post("/train/anatpaste?run_sync=true", json={**SMALL, "processes": 2, "device": "cpu"})
+    assert r.status_code == 200, r.text
+    new = r.json()["published_version"]
+    assert new not in (None, before)
+    stats = client.get("/info/").json()["train_stats"]["anatpaste"]
+    assert stats["processes"] == 2
+    assert stats["step"] == stats["total"] == SMALL["steps"]
+    assert store.entry(new)["parent"] == before
+
+
 def test_a_candidate_refused_by_the_gate_changes_nothing(env, monkeypatch):
     import lib.gate  # the app's own copy, as loaded by MONAI Label
 
