@@ -17,7 +17,8 @@ train_*            defaults of the training request fields below, e.g. ``--conf 
 Training request fields (``POST /train/anatpaste`` JSON body, or ``train_<field>`` in ``--conf``):
 ``steps``, ``batch_size``, ``image_size`` (0 = the current model's), ``lr``, ``seed``, ``eval_every``,
 ``init`` (``current`` = fine-tune the published model, ``scratch``), ``device`` (default: cuda when there is
-one), ``threads`` (CPU threads, 0 = all cores but one), ``gate_tolerance``, ``gate_min_auc`` (sanity gate,
+one), ``threads`` (CPU threads, 0 = all cores but one), ``processes`` (data-parallel training processes,
+0 = one per visible GPU when the device is ``cuda``), ``gate_tolerance``, ``gate_min_auc`` (sanity gate,
 see :mod:`.gate`).
 """
 
