@@ -183,21 +183,30 @@ class ReviewSession:
 
         self._start(LOAD, work, done, "Fetching the next study ...")
 
+    def _study_and_client(self) -> tuple[Study, AnatPasteClient]:
+        study = self.state.study
+        if study is None:
+            raise RuntimeError("no study is open")
+        return study, self._need_client()
+
+    def _upload_allowed(self, study: Study, purpose: str, refusal: str) -> bool:
+        """True when the study is on the server already or the user agrees to send it for ``purpose``."""
+        if not study.needs_upload:
+            return True
+        if not study.path:
+            raise RuntimeError(f"study {study.name!r} has neither a datastore id nor a file to send")
+        if self.consent(study, purpose):
+            return True
+        self.state.message = refusal
+        self.changed.emit()
+        return False
+
     # ------------------------------------------------------------------------------------ score
     def score(self) -> bool:
         """Score the current study (by datastore id, or upload after consent). False if not sent."""
-        s = self.state
-        study = s.study
-        if study is None:
-            raise RuntimeError("no study is open")
-        client = self._need_client()
-        if study.needs_upload:
-            if not study.path:
-                raise RuntimeError(f"study {study.name!r} has neither a datastore id nor a file to send")
-            if not self.consent(study, "score"):
-                s.message = "Not sent: scoring needs the image on the server."
-                self.changed.emit()
-                return False
+        study, client = self._study_and_client()
+        if not self._upload_allowed(study, "score", "Not sent: scoring needs the image on the server."):
+            return False
 
         def work() -> tuple[ScoreResult, ResultMaps]:
             if study.image_id is not None:
@@ -230,18 +239,9 @@ class ReviewSession:
         """
         if review not in ("normal", "abnormal"):
             raise ValueError(f"review must be 'normal' or 'abnormal', got {review!r}")
-        s = self.state
-        study = s.study
-        if study is None:
-            raise RuntimeError("no study is open")
-        client = self._need_client()
-        if study.needs_upload:
-            if not study.path:
-                raise RuntimeError(f"study {study.name!r} has neither a datastore id nor a file to send")
-            if not self.consent(study, "store"):
-                s.message = "Not stored: a review needs the image in the server's studies."
-                self.changed.emit()
-                return False
+        study, client = self._study_and_client()
+        if not self._upload_allowed(study, "store", "Not stored: a review needs the image in the server's studies."):
+            return False
 
         def work() -> tuple[str, ServerInfo]:
             image_id = study.image_id or client.upload_image(study.path)
