@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import platform
+import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,3 +38,16 @@ def git_commit() -> str | None:
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return None
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """How this benchmark was started (``argv``: the arguments when ``main`` was called directly)."""
+    args = sys.argv[1:] if argv is None else argv
+    return "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *args])
+
+
+def write_results(path: Path, payload: dict, indent: int = 1) -> None:
+    """Write a results file (creating its folder) and say where on stdout."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=indent) + "\n")
+    print(json.dumps({"written": str(path)}))

@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from anatpaste.detector import Detector  # noqa: E402
 from anatpaste.io import read_radiograph  # noqa: E402
-from bench.common import SHARED_DATA, git_commit, machine  # noqa: E402
+from bench.common import SHARED_DATA, command_line, git_commit, machine, write_results  # noqa: E402
 
 
 def _ms(fn, repeats: int) -> tuple[float, float, object]:
@@ -57,10 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(row), flush=True)
     out = {"benchmark": "score_latency", "machine": machine(), "commit": git_commit(),
            "torch_threads": torch.get_num_threads(), "model": det.version, "model_input": det.image_size,
-           "repeats": args.repeats, "command": "python " + " ".join(sys.argv), "results": results}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1) + "\n")
-    print(json.dumps({"written": str(args.out)}))
+           "repeats": args.repeats, "command": command_line(), "results": results}
+    write_results(args.out, out)
     return 0
 
 

@@ -48,10 +48,8 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -64,6 +62,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from anatpaste.segment import dice, iou, lungs  # noqa: E402
+from bench.common import git_commit, write_results  # noqa: E402
 
 # name -> (keyword arguments of lungs._improved, what changes).  "improved" is the default.
 VARIANTS: dict[str, tuple[dict, str]] = {
@@ -141,15 +140,6 @@ def _steady_ms(segment: Callable[[np.ndarray], np.ndarray], images: list[np.ndar
             runs.append(time.perf_counter() - t)
         best.append(min(runs))
     return round(float(np.median(best)) * 1000, 2)
-
-
-def _git_commit() -> str | None:
-    try:
-        cmd = ["git", "rev-parse", "HEAD"]
-        out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
 
 
 def _cpu_model() -> str:
@@ -243,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             "mask_threshold": ">127",
         },
         "default_method": lungs.DEFAULT_METHOD,
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "machine": {**machine, "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
         "timing_note": (
             "ms_per_image_512: wall time of one call per film over the whole set (includes load from other"
@@ -253,9 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         "timing_images": len(timing),
         "methods": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(args.out, report, indent=2)
     return 0
 
 

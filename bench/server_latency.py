@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from anatpaste.detector import DEFAULT_MODEL, Detector  # noqa: E402
 from anatpaste.io import read_radiograph  # noqa: E402
-from bench.common import SHARED_DATA, git_commit, machine  # noqa: E402
+from bench.common import SHARED_DATA, command_line, git_commit, machine, write_results  # noqa: E402
 from monailabel_app.lib.result_image import write_maps_nrrd  # noqa: E402
 
 
@@ -189,12 +189,10 @@ def main(argv: list[str] | None = None) -> int:
         "target": "DICOM 2k x 2k -> JSON + heatmap <= 300 ms server round trip (2-core CPU)",
         "round_trip": results,
         "in_process_split": split,
-        "command": "python " + " ".join(sys.argv),
+        "command": command_line(),
     }
     print(json.dumps({"in_process_split": split}))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1) + "\n")
-    print(json.dumps({"written": str(args.out)}))
+    write_results(args.out, out)
     return 0
 
 

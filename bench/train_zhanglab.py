@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from anatpaste.metrics import detection_metrics  # noqa: E402
 from anatpaste.model import AnatPasteNet  # noqa: E402
 from anatpaste.paste import AnatPaste  # noqa: E402
 from anatpaste.train import TrainConfig, train  # noqa: E402
-from bench.common import SHARED_DATA, git_commit, machine  # noqa: E402
+from bench.common import SHARED_DATA, command_line, git_commit, machine, write_results  # noqa: E402
 
 
 def _sync(dev: torch.device) -> None:
@@ -149,15 +148,14 @@ def main(argv: list[str] | None = None) -> int:
                                                                          "spec_at_sens99", "wall_s", "img_per_s")}
     result = {
         "benchmark": "zhanglab", "tiny_smoke_run": args.tiny, "machine": machine(), "commit": git_commit(),
-        "command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
+        "command": command_line(argv),
         "size": args.size, "steps": args.steps, "batch_size": args.batch_size, "selection": "synthetic-auc",
         "n_train": len(data), "n_test_normal": len(test_normal), "n_test_abnormal": len(test_abnormal),
         "prep_seconds": round(prep_s, 1), "throughput": thr, "runs": runs, "mean": mean,
     }
     out = args.out or Path("bench/results") / f"zhanglab_{'tiny_' if args.tiny else ''}{dev.type}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps({"mean": mean, "written": str(out)}))
+    print(json.dumps({"mean": mean}))
+    write_results(out, result)
     return 0
 
 
