@@ -19,14 +19,14 @@ from torch.nn.parallel import DistributedDataParallel
 
 from anatpaste import __version__
 from anatpaste.data import ImageSet
-from anatpaste.features import autocast_for, normalise_input
+from anatpaste.features import autocast_for, extract, normalise_input
 from anatpaste.model import AnatPasteNet
 from anatpaste.modelfile import save_model
 from anatpaste.paste import AnatPaste
 from anatpaste.preprocess import NORM_MEAN, NORM_STD
 from anatpaste.train.config import TrainConfig
 from anatpaste.train.export import build_payload, load_init_weights
-from anatpaste.train.selection import classifier_auc, pasted_copies, synthetic_auc
+from anatpaste.train.selection import classifier_auc, gaussian_auc, pasted_copies
 
 
 @dataclass
@@ -148,8 +148,10 @@ def train(
         best = {"auc": state["best_auc"], "step": state["best_step"], "state": state["best_state"]}
 
     def evaluate(step: int) -> float:
-        auc = synthetic_auc(net.encoder, eval_fit, holdout.images, eval_pasted, NORM_MEAN, NORM_STD)
-        clf_auc = classifier_auc(net, holdout.images, eval_pasted, NORM_MEAN, NORM_STD)
+        # Embed the evaluation images once; both AUCs read the same embeddings.
+        sets = (eval_fit, holdout.images, eval_pasted)
+        fit_emb, e0, e1 = (extract(net.encoder, x, NORM_MEAN, NORM_STD)[0] for x in sets)
+        auc, clf_auc = gaussian_auc(fit_emb, e0, e1), classifier_auc(net, e0, e1)
         history.append({"step": step, "synthetic_auc": auc, "classifier_auc": clf_auc, "loss": last_loss})
         # Step 0 (the untrained network) is recorded as the baseline but never selected.
         if step > 0 and auc > best["auc"]:

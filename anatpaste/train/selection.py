@@ -37,24 +37,27 @@ def synthetic_auc(
 
     This is what a shipped model scores with, so it drives checkpoint selection.
     """
-    fit_emb, _ = extract(encoder, fit_images, mean, std)
+    fit_emb, e0, e1 = (extract(encoder, x, mean, std)[0] for x in (fit_images, normals, pasted))
+    return gaussian_auc(fit_emb, e0, e1)
+
+
+def gaussian_auc(fit_emb: torch.Tensor, normal_emb: torch.Tensor, pasted_emb: torch.Tensor) -> float:
+    """:func:`synthetic_auc` on embeddings already extracted."""
     gauss = GaussianScorer.fit(fit_emb)
-    s0 = gauss.score(extract(encoder, normals, mean, std)[0])
-    s1 = gauss.score(extract(encoder, pasted, mean, std)[0])
-    labels = [0] * len(s0) + [1] * len(s1)
-    return float(roc_auc_score(labels, torch.cat([s0, s1]).numpy()))
+    s0, s1 = gauss.score(normal_emb), gauss.score(pasted_emb)
+    return float(roc_auc_score([0] * len(s0) + [1] * len(s1), torch.cat([s0, s1]).numpy()))
 
 
 @torch.no_grad()
-def classifier_auc(net: AnatPasteNet, normals: torch.Tensor, pasted: torch.Tensor, mean: float, std: float) -> float:
-    """ROC AUC of the pretext head's probability of "pasted": the direct measure of what the network learnt."""
-    e0, e1 = extract(net.encoder, normals, mean, std)[0], extract(net.encoder, pasted, mean, std)[0]
+def classifier_auc(net: AnatPasteNet, normal_emb: torch.Tensor, pasted_emb: torch.Tensor) -> float:
+    """ROC AUC of the pretext head's probability of "pasted" on the embeddings of held-out normals and their
+    pasted copies: the direct measure of what the network learnt."""
     was_training = net.training
     net.eval()
     try:
         dev = next(net.parameters()).device
-        logits = net.classifier(net.head(torch.cat([e0, e1]).to(dev)))
+        logits = net.classifier(net.head(torch.cat([normal_emb, pasted_emb]).to(dev)))
     finally:
         net.train(was_training)
     p_pasted = torch.softmax(logits.float(), 1)[:, 1].cpu().numpy()
-    return float(roc_auc_score([0] * len(e0) + [1] * len(e1), p_pasted))
+    return float(roc_auc_score([0] * len(normal_emb) + [1] * len(pasted_emb), p_pasted))
