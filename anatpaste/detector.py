@@ -16,7 +16,7 @@ from anatpaste.features import extract
 from anatpaste.image import as_unit_image
 from anatpaste.model.resnet import ResNet18Encoder
 from anatpaste.modelfile import dequantize_state, load_model
-from anatpaste.preprocess import resize_square, to_uint8
+from anatpaste.preprocess import model_grid
 from anatpaste.score import GaussianScorer, HeatmapScorer
 from anatpaste.segment import DEFAULT_METHOD, METHODS, segment_lungs
 
@@ -83,8 +83,8 @@ class Detector:
         return cls(payload, version=f"{path.stem}-{digest}", device=device)
 
     def _input(self, image: np.ndarray) -> torch.Tensor:
-        small = resize_square(as_unit_image(image), self.image_size)
-        return torch.from_numpy(to_uint8(small)).view(1, 1, self.image_size, self.image_size)
+        grid = model_grid(as_unit_image(image), self.image_size)
+        return torch.from_numpy(grid).view(1, 1, self.image_size, self.image_size)
 
     def score_many(self, images: list[np.ndarray], batch_size: int = 32) -> np.ndarray:
         """Anomaly scores only (no maps), batched: for evaluation and the worklist."""

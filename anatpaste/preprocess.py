@@ -26,3 +26,8 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """Quantise [0, 1] to uint8: the training set is held in uint8, so scoring quantises the same way."""
     return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def model_grid(image: np.ndarray, size: int) -> np.ndarray:
+    """A radiograph in the image contract → the uint8 (size, size) grid a model sees (training and scoring)."""
+    return to_uint8(resize_square(image, size))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shlex
 import subprocess
@@ -19,7 +20,7 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 def machine() -> dict[str, object]:
     info: dict[str, object] = {
         "platform": platform.platform(),
-        "cpu_count": __import__("os").cpu_count(),
+        "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": np.__version__,
@@ -31,6 +32,9 @@ def machine() -> dict[str, object]:
 
 
 def git_commit() -> str | None:
+    """HEAD (with "-dirty" for uncommitted changes), or $ANATPASTE_COMMIT where the tree travelled without .git."""
+    if not (REPO / ".git").exists():
+        return os.environ.get("ANATPASTE_COMMIT")
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,

@@ -81,6 +81,21 @@ def test_opacity_bounds_the_blend_weight():
     assert out[lung].max() <= 0.6 + 1e-5
 
 
+def test_paste_centre_is_a_uniformly_drawn_lung_pixel():
+    # Two lung regions of 1 : 3 area: a uniform draw over lung pixels lands in the larger one 3 times in 4.
+    lung = torch.zeros(4000, 1, 32, 32, dtype=torch.bool)
+    lung[..., 4:12, 2:10] = True  # 64 px
+    lung[..., 16:28, 12:28] = True  # 192 px
+    yx = AnatPaste().draw(lung, generator=torch.Generator().manual_seed(0)).target_yx.long()
+    inside = lung[torch.arange(4000), 0, yx[:, 0], yx[:, 1]]
+    assert inside.all()
+    in_large = (yx[:, 0] >= 16).float().mean().item()
+    assert abs(in_large - 0.75) < 0.03  # 4.4 standard errors
+    single = torch.zeros(3, 1, 32, 32, dtype=torch.bool)
+    single[:, 0, 7, 30] = True
+    assert AnatPaste().draw(single).target_yx.tolist() == [[7.0, 30.0]] * 3
+
+
 def test_empty_lung_mask_is_identity():
     img, _ = _batch(b=4)
     out = AnatPaste()(img, torch.zeros_like(img, dtype=torch.bool), generator=torch.Generator().manual_seed(0))

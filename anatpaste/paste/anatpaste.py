@@ -107,7 +107,11 @@ class AnatPaste:
         weights = lung.reshape(b, -1).float()
         centre = (h // 2) * w + w // 2
         weights[:, centre] += (weights.sum(1) == 0).float()  # no boolean indexing: it would sync the GPU
-        flat = torch.multinomial(weights, 1, generator=generator).squeeze(1)
+        # Inverse-CDF draw instead of torch.multinomial, whose CUDA path checks its input with .item() and
+        # so stalls the GPU queue every step. Counts stay exact in float32 up to 2**24 pixels.
+        cdf = weights.cumsum(1)
+        pick = torch.rand(b, 1, device=dev, generator=generator) * cdf[:, -1:]
+        flat = torch.searchsorted(cdf, pick, right=True).squeeze(1).clamp_max(h * w - 1)
         target = torch.stack([flat // w, flat % w], 1).float()
         return PasteParams(
             patch_hw=torch.stack([ph, pw], 1),

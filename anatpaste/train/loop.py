@@ -43,6 +43,9 @@ class TrainProgress:
 
 
 ProgressCallback = Callable[[TrainProgress], None]
+# Called at each evaluation with (step, encoder); its figures are stored in the history under "report".
+# For benchmarks' step studies only: selection never reads them.
+ReportCallback = Callable[[int, torch.nn.Module], dict[str, Any]]
 
 
 def split_holdout(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,6 +83,7 @@ def train(
     checkpoint: str | os.PathLike | None = None,
     progress: ProgressCallback | None = None,
     data_summary: dict[str, Any] | None = None,
+    report: ReportCallback | None = None,
 ) -> dict[str, Any]:
     """Train, select label-free, fit the scorers and write the model file to ``output``.
 
@@ -91,6 +95,9 @@ def train(
         checkpoint: resumable state file; if it exists and matches ``config`` the run continues from it.
         progress: called every ``config.log_every`` steps and after every evaluation.
         data_summary: stored in the model file (e.g. source folders, counts).
+        report: called at each evaluation with ``(step, encoder)``; the dict it returns is stored in that
+            evaluation's history entry under ``"report"`` (e.g. a benchmark's test AUC per step). Never used
+            for selection.
 
     Under ``torchrun`` (several processes) ``config.batch_size`` is per process, the gradients are averaged
     across processes, and only rank 0 evaluates, checkpoints, reports progress and writes ``output``.
@@ -153,6 +160,8 @@ def train(
         fit_emb, e0, e1 = (extract(net.encoder, x, NORM_MEAN, NORM_STD)[0] for x in sets)
         auc, clf_auc = gaussian_auc(fit_emb, e0, e1), classifier_auc(net, e0, e1)
         history.append({"step": step, "synthetic_auc": auc, "classifier_auc": clf_auc, "loss": last_loss})
+        if report is not None:
+            history[-1]["report"] = report(step, net.encoder)
         # Step 0 (the untrained network) is recorded as the baseline but never selected.
         if step > 0 and auc > best["auc"]:
             best.update(auc=auc, step=step, state=copy.deepcopy({k: v.cpu() for k, v in net.state_dict().items()}))
