@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,13 +30,8 @@ sys.path.insert(0, str(REPO))
 from anatpaste.detector import DEFAULT_MODEL, Detector  # noqa: E402
 from anatpaste.io import read_radiograph  # noqa: E402
 from bench.common import SHARED_DATA, command_line, git_commit, machine, write_results  # noqa: E402
+from monailabel_app.launch import free_port, server_command, server_env, stop_process  # noqa: E402
 from monailabel_app.lib.result_image import write_maps_nrrd  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _stats(ms: list[float]) -> dict[str, float]:
@@ -89,8 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.model.is_file():
         ap.error(f"model file not found: {args.model} (train one or pass --model)")
 
-    venv_bin = Path(sys.executable).parent
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         app = tmp / "app"
@@ -99,28 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         studies = app / "sample_studies"
         shutil.copy(args.image, studies / args.image.name)
         image_id = args.image.name.rsplit(".", 1)[0]
-        conf = ["--conf", "model_path", str(args.model.resolve())]
+        conf = {"model_path": args.model.resolve()}
         if args.threads:
-            conf += ["--conf", "infer_threads", str(args.threads)]
-        cmd = [
-            str(venv_bin / "monailabel"),
-            "start_server",
-            "--app",
-            str(app),
-            "--studies",
-            str(studies),
-            *conf,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ]
-        env = {
-            **os.environ,
-            "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
-            "MONAI_LABEL_AUTO_UPDATE_SCORING": "false",
-            "MONAI_LABEL_SESSION_PATH": str(tmp / "sessions"),
-        }
+            conf["infer_threads"] = args.threads
+        cmd = server_command(studies, port=port, app=app, conf=conf)
+        env = server_env(MONAI_LABEL_AUTO_UPDATE_SCORING="false", MONAI_LABEL_SESSION_PATH=str(tmp / "sessions"))
         log = open(tmp / "server.log", "w")  # noqa: SIM115
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp)
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
@@ -168,11 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             model_version = cases["datastore_json"]().json()["model_version"]
         finally:
             client.close()
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc)
             log.close()
     split = in_process(args.model, args.image, args.repeats, args.threads or max(1, (os.cpu_count() or 2) // 2))
     rg = read_radiograph(args.image)

@@ -7,16 +7,12 @@ fails the test; nothing is skipped.
 from __future__ import annotations
 
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
-from server_env import REPO, make_client, normals
-
-if str(REPO) not in sys.path:  # unit tests import monailabel_app.lib.*
-    sys.path.insert(0, str(REPO))
+from server_env import make_client, normals
 
 # One torch thread: on this project's 2-core machines, shared with other jobs, torch's thread barriers made
 # two threads several times slower than one.

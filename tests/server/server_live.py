@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 from server_env import VENV_BIN, require
 
+from monailabel_app.launch import free_port, server_command, server_env, stop_process
+
 START_TIMEOUT = 240.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LiveServer:
@@ -32,18 +24,9 @@ class LiveServer:
         self.log_path = tmp / "server.log"
         self.tmpdir = tmp / "server-tmp"
         self.tmpdir.mkdir()
-        launcher = require(VENV_BIN / "monailabel")
-        cmd = [str(launcher), "start_server", "--app", str(app), "--studies", str(studies)]
-        for k, v in conf.items():
-            cmd += ["--conf", k, str(v)]
-        cmd += ["--host", "127.0.0.1", "--port", str(self.port)]
-        full_env = {
-            **os.environ,
-            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # the launcher runs `python`
-            "TMPDIR": str(self.tmpdir),
-            "MONAI_LABEL_SESSION_PATH": str(tmp / "sessions"),
-            **(env or {}),
-        }
+        require(VENV_BIN / "monailabel")
+        cmd = server_command(studies, port=self.port, app=app, conf=conf)
+        full_env = server_env(TMPDIR=str(self.tmpdir), MONAI_LABEL_SESSION_PATH=str(tmp / "sessions"), **(env or {}))
         self._log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=full_env, cwd=tmp)
         self.client = httpx.Client(base_url=self.url, timeout=120.0)
@@ -67,19 +50,7 @@ class LiveServer:
     def stop(self) -> None:
         """Stop the server by its PID (and what it started, e.g. a scoring subprocess still running)."""
         self.client.close()
-        try:
-            children = psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            children = []
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
-        for child in children:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                child.kill()
+        stop_process(self.proc)
         self._log.close()
 
 

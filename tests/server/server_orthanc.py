@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 from server_env import require
-from server_live import free_port
+
+from monailabel_app.launch import free_port, stop_process
 
 ORTHANC = Path("/usr/sbin/Orthanc")
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
@@ -72,10 +73,5 @@ class Orthanc:
 
     def stop(self) -> None:
         self.rest.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
+        stop_process(self.proc)
         self._log.close()

@@ -10,15 +10,15 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 
 import pytest
-from slicer_support import REPO, SAMPLE_STUDIES, VENV_BIN, free_port, tail
+from slicer_support import REPO, SAMPLE_STUDIES, tail
+
+from monailabel_app.launch import free_port, server_command, server_env, stop_process
 
 
 @pytest.fixture
@@ -83,27 +83,9 @@ def real_server(tmp_path_factory, tiny_model):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = open(work / "server.log", "wb")  # noqa: SIM115 - closed in finally
-    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    cmd = [
-        str(VENV_BIN / "monailabel"),
-        "start_server",
-        "--app",
-        str(REPO / "monailabel_app"),
-        "--studies",
-        str(studies),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--conf",
-        "model_dir",
-        str(work / "model"),
-        "--conf",
-        "model_path",
-        str(tiny_model),
-    ]
-    env["TMPDIR"] = str(work / "tmp")  # MONAI Label's upload and result files
-    env["MONAI_LABEL_SESSION_PATH"] = str(work / "sessions")
+    cmd = server_command(studies, port=port, conf={"model_dir": work / "model", "model_path": tiny_model})
+    # TMPDIR: MONAI Label's upload and result files stay in the test's folder.
+    env = server_env(TMPDIR=str(work / "tmp"), MONAI_LABEL_SESSION_PATH=str(work / "sessions"))
     (work / "tmp").mkdir()
     proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -125,11 +107,5 @@ def real_server(tmp_path_factory, tiny_model):
         )
         yield {"url": url, "studies": studies, "work": work, "log": work / "server.log"}
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)  # the launcher, the server and any training subprocess
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop_process(proc)  # the launcher, the server and any training subprocess
         log.close()
