@@ -90,3 +90,20 @@ def test_resume_from_checkpoint_equals_an_uninterrupted_run(tmp_path, image_set)
     m1, m2 = load_model(tmp_path / "full.pt"), load_model(tmp_path / "resumed.pt")
     assert torch.allclose(m1["gaussian"]["mean"], m2["gaussian"]["mean"], atol=1e-5)
     assert json.dumps(m1["training"]["history"]) == json.dumps(m2["training"]["history"])
+
+
+def test_report_callback_is_recorded_at_every_evaluation_and_never_drives_selection(tmp_path, image_set):
+    cfg = TrainConfig(image_size=64, steps=4, batch_size=8, seed=2, eval_every=2, checkpoint_every=0)
+    seen = []
+
+    def report(step, encoder):
+        seen.append(step)
+        return {"test_auc": 1.0 - step / 10}  # best at step 0, worst last: selection must ignore it
+
+    plain = train(cfg, image_set, tmp_path / "plain.pt", device="cpu")
+    reported = train(cfg, image_set, tmp_path / "reported.pt", device="cpu", report=report)
+    assert seen == [0, 2, 4]
+    assert [h["report"]["test_auc"] for h in reported["history"]] == [1.0, 0.8, 0.6]
+    assert reported["selected_step"] == plain["selected_step"]
+    m1, m2 = load_model(tmp_path / "plain.pt"), load_model(tmp_path / "reported.pt")
+    assert torch.equal(m1["gaussian"]["mean"], m2["gaussian"]["mean"])
