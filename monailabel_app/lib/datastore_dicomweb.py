@@ -79,6 +79,7 @@ class AnatPasteDICOMwebDatastore(AnatPasteLocalDatastore):
 
     def list_images(self) -> list[str]:
         """The archive's instances of the configured modalities (re-searched at most every few seconds)."""
+        self._fresh()
         with self._sync_lock:
             if time.monotonic() - self._listed_at > self._refresh_seconds:
                 try:
@@ -162,6 +163,7 @@ class AnatPasteDICOMwebDatastore(AnatPasteLocalDatastore):
         super().update_image_infos(updates)
 
     def get_image_info(self, image_id: str) -> dict[str, Any]:
+        self._fresh()
         obj = self._datastore.objects.get(image_id)
         return dict(obj.image.info) if obj else {}
 

@@ -7,6 +7,9 @@
 - Info updates re-read ``datastore_v2.json`` under its file lock before writing, so the scoring subprocess and
   a clinician's review written at the same moment do not overwrite each other (MONAI Label's own update
   writes the whole file from the process's in-memory copy).
+- Reads (listing, image info, the whole datastore) re-read ``datastore_v2.json`` when its modification time
+  changed: the scores the scoring subprocess writes reach the worklist even without MONAI Label's file
+  watcher (off for the DICOMweb datastore, optional for folders).
 """
 
 from __future__ import annotations
@@ -51,6 +54,22 @@ class AnatPasteLocalDatastore(LocalDatastore):
         if image_id:
             checked_id(image_id)
         return super().add_image(image_id, image_filename, image_info)
+
+    def _fresh(self) -> None:
+        """Pick up what another process (the scoring or training subprocess) wrote; a stat when nothing did."""
+        self._init_from_datastore_file()
+
+    def list_images(self) -> list[str]:
+        self._fresh()
+        return super().list_images()
+
+    def get_image_info(self, image_id: str) -> dict[str, Any]:
+        self._fresh()
+        return super().get_image_info(image_id)
+
+    def json(self) -> dict[str, Any]:
+        self._fresh()
+        return super().json()
 
     def update_image_info(self, image_id: str, info: dict[str, Any]) -> None:
         self.update_image_infos({image_id: info})

@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 
 import httpx
+import pydicom
 import pytest
-from server_env import require
+from pydicom.uid import generate_uid
+from server_env import DICOM, require
 
 from monailabel_app.launch import free_port, stop_process
 
@@ -75,3 +77,40 @@ class Orthanc:
         self.rest.close()
         stop_process(self.proc)
         self._log.close()
+
+
+RADIOGRAPHS = ["RG1_UNCR.dcm", "RG1_J2KR.dcm", "dx_thorax_mono1_small.dcm", "siim_cr_chest_mono2_jpeg.dcm"]
+
+
+def _with_new_uids(path: Path, tmp: Path, modality: str | None = None, new_series: bool = False) -> tuple[Path, str]:
+    """A copy with a new SOP Instance UID (the two SIIM files share one), optionally another modality."""
+    ds = pydicom.dcmread(path)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    if new_series:
+        ds.SeriesInstanceUID = generate_uid()
+    if modality:
+        ds.Modality = modality
+    out = tmp / f"{ds.SOPInstanceUID}.dcm"
+    ds.save_as(out)
+    return out, ds.SOPInstanceUID
+
+
+def push_test_radiographs(orthanc: Orthanc) -> None:
+    """Store the shared DICOM radiographs (5 CR/DX instances) and one non-radiograph ("OT") instance.
+
+    Sets ``orthanc.uids`` (file name → SOP Instance UID), ``orthanc.other_uid`` (the OT one, never to be
+    listed) and ``orthanc.files`` (UID → source file, for the unmodified ones).
+    """
+    tmp = orthanc.log_path.parent
+    uids = {}
+    for name in RADIOGRAPHS:
+        path = require(DICOM / name)
+        orthanc.store(path.read_bytes())
+        uids[name] = str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+    mono1, uid = _with_new_uids(require(DICOM / "siim_cr_chest_header_mono1.dcm"), tmp)
+    orthanc.store(mono1.read_bytes())
+    uids["siim_cr_chest_header_mono1.dcm"] = uid
+    other, other_uid = _with_new_uids(DICOM / "dx_thorax_mono1_small.dcm", tmp, modality="OT", new_series=True)
+    orthanc.store(other.read_bytes())
+    orthanc.uids, orthanc.other_uid = uids, other_uid
+    orthanc.files = {uid: DICOM / name for name, uid in uids.items() if name in RADIOGRAPHS}

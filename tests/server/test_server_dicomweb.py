@@ -8,47 +8,18 @@ from __future__ import annotations
 
 import json
 
-import pydicom
 import pytest
-from pydicom.uid import generate_uid
-from server_env import DICOM, make_client, require
-from server_orthanc import Orthanc
+from server_env import DICOM, make_client
+from server_orthanc import Orthanc, push_test_radiographs
 
 from anatpaste.io import read_radiograph
-
-RADIOGRAPHS = ["RG1_UNCR.dcm", "RG1_J2KR.dcm", "dx_thorax_mono1_small.dcm", "siim_cr_chest_mono2_jpeg.dcm"]
-
-
-def _with_new_uids(path, tmp, modality=None, new_series=False):
-    """A copy with a new SOP Instance UID (the two SIIM files share one), optionally another modality."""
-    ds = pydicom.dcmread(path)
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    if new_series:
-        ds.SeriesInstanceUID = generate_uid()
-    if modality:
-        ds.Modality = modality
-    out = tmp / f"{ds.SOPInstanceUID}.dcm"
-    ds.save_as(out)
-    return out, ds.SOPInstanceUID
 
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("orthanc")
-    orthanc = Orthanc(tmp)
+    orthanc = Orthanc(tmp_path_factory.mktemp("orthanc"))
     try:
-        uids = {}
-        for name in RADIOGRAPHS:
-            path = require(DICOM / name)
-            orthanc.store(path.read_bytes())
-            uids[name] = str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
-        mono1, uid = _with_new_uids(require(DICOM / "siim_cr_chest_header_mono1.dcm"), tmp)
-        orthanc.store(mono1.read_bytes())
-        uids["siim_cr_chest_header_mono1.dcm"] = uid
-        other, other_uid = _with_new_uids(DICOM / "dx_thorax_mono1_small.dcm", tmp, modality="OT", new_series=True)
-        orthanc.store(other.read_bytes())  # not a radiograph modality: must not be listed
-        orthanc.uids, orthanc.other_uid = uids, other_uid
-        orthanc.files = {uid: DICOM / name for name, uid in uids.items() if name in RADIOGRAPHS}
+        push_test_radiographs(orthanc)
         yield orthanc
     finally:
         orthanc.stop()

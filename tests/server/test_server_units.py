@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 
 import numpy as np
 import pytest
+from server_env import ZHANGLAB
 
 from anatpaste.errors import ModelFileError
 from anatpaste.modelfile import load_model, save_model
 from anatpaste.train import TrainProgress
 from monailabel_app.lib import model_store as ms
 from monailabel_app.lib.config import AppConfig, ConfigError, TrainOptions
+from monailabel_app.lib.datastore_local import AnatPasteLocalDatastore
 from monailabel_app.lib.gate import decide
 from monailabel_app.lib.ids import BadImageIdError, check_image_id, is_image_id
 from monailabel_app.lib.result_image import read_maps_nrrd, write_maps_nrrd
@@ -262,3 +265,19 @@ def test_maps_nrrd_round_trip(tmp_path, spacing):
     assert header["anatpaste_model_version"] == "v1"
     with pytest.raises(ValueError, match="shape"):
         write_maps_nrrd(tmp_path / "x.nrrd", heat, lung[:, :5], spacing)
+
+
+def test_folder_datastore_sees_another_processs_scores_without_the_file_watcher(tmp_path):
+    # The scoring subprocess writes datastore_v2.json from its own datastore object; the server's object must
+    # show those scores on its next read even with MONAI Label's watcher off (as for the DICOMweb datastore).
+    shutil.copy(ZHANGLAB / "test" / "NORMAL" / "IM-0001-0001.jpeg", tmp_path / "a.jpeg")
+    shutil.copy(ZHANGLAB / "test" / "NORMAL" / "IM-0003-0001.jpeg", tmp_path / "b.jpeg")
+    server = AnatPasteLocalDatastore(str(tmp_path), auto_reload=False)
+    assert "anomaly_score" not in server.get_image_info("a")
+    time.sleep(0.05)  # a distinct modification time on coarse file systems
+    AnatPasteLocalDatastore(str(tmp_path), auto_reload=False).update_image_infos(
+        {"a": {"anomaly_score": 3.5}, "b": {"anomaly_score": 1.0}}
+    )
+    assert server.get_image_info("a")["anomaly_score"] == 3.5
+    assert server.json()["objects"]["b"]["image"]["info"]["anomaly_score"] == 1.0
+    assert sorted(server.list_images()) == ["a", "b"]
