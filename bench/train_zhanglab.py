@@ -32,7 +32,7 @@ from anatpaste.paste import AnatPaste  # noqa: E402
 from anatpaste.preprocess import NORM_MEAN, NORM_STD, model_grid  # noqa: E402
 from anatpaste.score import GaussianScorer  # noqa: E402
 from anatpaste.train import TrainConfig, train  # noqa: E402
-from anatpaste.train.loop import split_holdout  # noqa: E402
+from anatpaste.train.selection import split_holdout  # noqa: E402
 from bench.common import SHARED_DATA, command_line, git_commit, machine, write_results  # noqa: E402
 
 

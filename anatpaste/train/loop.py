@@ -26,7 +26,7 @@ from anatpaste.paste import AnatPaste
 from anatpaste.preprocess import NORM_MEAN, NORM_STD
 from anatpaste.train.config import TrainConfig
 from anatpaste.train.export import build_payload, load_init_weights
-from anatpaste.train.selection import classifier_auc, gaussian_auc, pasted_copies
+from anatpaste.train.selection import classifier_auc, evaluation_sets, gaussian_auc, split_holdout
 
 
 @dataclass
@@ -46,15 +46,6 @@ ProgressCallback = Callable[[TrainProgress], None]
 # Called at each evaluation with (step, encoder); its figures are stored in the history under "report".
 # For benchmarks' step studies only: selection never reads them.
 ReportCallback = Callable[[int, torch.nn.Module], dict[str, Any]]
-
-
-def split_holdout(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Deterministic (train, holdout) index split; at least 2 images on each side."""
-    if n < 4:
-        raise ValueError(f"need at least 4 normal images to train (2 to learn, 2 held out), got {n}")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))
-    k = min(max(2, round(n * fraction)), n - 2)
-    return perm[k:].sort().values, perm[:k].sort().values
 
 
 def distributed_rank() -> tuple[int, int]:
@@ -134,8 +125,7 @@ def train(
     images = train_set.images.to(dev)
     lungs = train_set.lungs.to(dev)
     # Fixed label-free evaluation set: held-out normals and their pasted copies, plus a fitting subset.
-    eval_fit = train_set.images[torch.randperm(len(train_set), generator=torch.Generator().manual_seed(7))[:512]]
-    eval_pasted = pasted_copies(holdout, paster, seed=config.seed + 12345)
+    eval_fit, eval_pasted = evaluation_sets(train_set, holdout, config.seed)
 
     start_step, history, best = 0, [], {"auc": -math.inf, "step": None, "state": None}
     train_seconds = 0.0

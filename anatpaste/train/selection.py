@@ -6,15 +6,20 @@ on, drawn with a fixed seed so every evaluation of a run sees the same ones.
 
 from __future__ import annotations
 
+import os
+
 import torch
 from sklearn.metrics import roc_auc_score
 
 from anatpaste.data import ImageSet
+from anatpaste.detector import Detector
 from anatpaste.features import extract
 from anatpaste.model import AnatPasteNet
 from anatpaste.model.resnet import ResNet18Encoder
 from anatpaste.paste import AnatPaste
 from anatpaste.score import GaussianScorer
+
+FIT_IMAGES = 512  # training normals the evaluation Gaussian is fitted on
 
 
 def pasted_copies(images: ImageSet, paster: AnatPaste, seed: int) -> torch.Tensor:
@@ -61,3 +66,31 @@ def classifier_auc(net: AnatPasteNet, normal_emb: torch.Tensor, pasted_emb: torc
         net.train(was_training)
     p_pasted = torch.softmax(logits.float(), 1)[:, 1].cpu().numpy()
     return float(roc_auc_score([0] * len(normal_emb) + [1] * len(pasted_emb), p_pasted))
+
+
+def split_holdout(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic (train, holdout) index split; at least 2 images on each side."""
+    if n < 4:
+        raise ValueError(f"need at least 4 normal images to train (2 to learn, 2 held out), got {n}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))
+    k = min(max(2, round(n * fraction)), n - 2)
+    return perm[k:].sort().values, perm[:k].sort().values
+
+
+def evaluation_sets(train_set: ImageSet, holdout: ImageSet, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fit images, pasted copies of the held-out normals) of a run with this seed: fixed, so every evaluation
+    of the run, and any later check of its model file, sees the same ones."""
+    order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(7))[:FIT_IMAGES]
+    return train_set.images[order], pasted_copies(holdout, AnatPaste(), seed=seed + 12345)
+
+
+def model_file_synthetic_auc(
+    model_file: str | os.PathLike, data: ImageSet, holdout_fraction: float, seed: int
+) -> float:
+    """The label-free selection figure of a model file as stored (int8 weights included), on the held-out
+    normals of a run over ``data`` with this seed: comparable across model files trained on the same data."""
+    det = Detector.load(model_file)
+    train_idx, hold_idx = split_holdout(len(data), holdout_fraction, seed)
+    holdout = data.subset(hold_idx)
+    fit, pasted = evaluation_sets(data.subset(train_idx), holdout, seed)
+    return synthetic_auc(det.encoder, fit, holdout.images, pasted, det.mean, det.std)

@@ -21,17 +21,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from anatpaste.data import ImageSet
 from anatpaste.detector import Detector
 from anatpaste.modelfile import load_model
-from anatpaste.paste import AnatPaste
 from anatpaste.train import TrainConfig
-from anatpaste.train.loop import split_holdout
-from anatpaste.train.selection import pasted_copies, synthetic_auc
-
-FIT_IMAGES = 512
+from anatpaste.train.selection import model_file_synthetic_auc, split_holdout
 
 
 @dataclass
@@ -46,19 +41,9 @@ class GateResult:
         return asdict(self)
 
 
-def _eval_sets(data: ImageSet, config: TrainConfig) -> tuple[torch.Tensor, ImageSet, torch.Tensor]:
-    """(fit images, held-out normals, pasted copies) exactly as the training loop drew them."""
-    train_idx, hold_idx = split_holdout(len(data), config.holdout_fraction, config.seed)
-    train_set, holdout = data.subset(train_idx), data.subset(hold_idx)
-    order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(7))[:FIT_IMAGES]
-    return train_set.images[order], holdout, pasted_copies(holdout, AnatPaste(), seed=config.seed + 12345)
-
-
 def model_synthetic_auc(model_file: str | Path, data: ImageSet, config: TrainConfig) -> float:
     """Synthetic-anomaly AUC of a model file's encoder on the run's held-out normals."""
-    det = Detector(load_model(model_file), version="gate")
-    fit, holdout, pasted = _eval_sets(data, config)
-    return synthetic_auc(det.encoder, fit, holdout.images, pasted, det.mean, det.std)
+    return model_file_synthetic_auc(model_file, data, config.holdout_fraction, config.seed)
 
 
 def _usable(model_file: str | Path, data: ImageSet) -> str | None:
