@@ -3,6 +3,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# A folder of radiographs or a DICOMweb URL, e.g. make run STUDIES=http://127.0.0.1:8042/dicom-web
+STUDIES ?= monailabel_app/sample_studies
 
 .PHONY: venv run test lint bench-cpu clean
 
@@ -20,7 +22,7 @@ venv: $(VENV)/.installed
 
 # MONAI Label's launcher runs the first `python` on PATH: put the venv's first.
 run: venv
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/monailabel start_server --app monailabel_app --studies monailabel_app/sample_studies --host $(HOST) --port $(PORT)
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/monailabel start_server --app monailabel_app --studies $(STUDIES) --host $(HOST) --port $(PORT)
 
 test: venv
 	$(VENV)/bin/ruff check .
