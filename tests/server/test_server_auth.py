@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from server_env import copy_app, copy_studies
+from server_env import REPO, copy_app, copy_studies
 from server_live import LiveServer
 
 USER, ANNOTATOR, ADMIN = "monailabel-user", "monailabel-annotator", "monailabel-admin"
@@ -31,23 +33,50 @@ def _keypair():
 
 
 class Realm:
-    """A realm document on a loopback port, as Keycloak serves it at ``/realms/<name>``."""
+    """A Keycloak stand-in on a loopback port (Keycloak itself cannot run here): the realm document
+    (``/realms/<name>``, its public key), the OpenID configuration, and a password-grant token endpoint that
+    signs RS256 tokens for ``users`` ({username: (password, roles)})."""
 
-    def __init__(self, public_key_b64: str) -> None:
-        body = json.dumps({"realm": "monailabel", "public_key": public_key_b64}).encode()
+    def __init__(self, key, public_key_b64: str, users: dict[str, tuple[str, list[str]]] | None = None) -> None:
+        realm_doc = json.dumps({"realm": "monailabel", "public_key": public_key_b64}).encode()
+        base = "/realms/monailabel"
+        token_path = f"{base}/protocol/openid-connect/token"
+        users = users or {}
+        outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's name)
-                self.send_response(200 if self.path.rstrip("/") == "/realms/monailabel" else 404)
+            def _send(self, status: int, body: dict | bytes) -> None:
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(body)
+                self.wfile.write(data)
+
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                if self.path.rstrip("/") == base:
+                    self._send(200, realm_doc)
+                elif self.path == f"{base}/.well-known/openid-configuration":
+                    self._send(200, {"issuer": outer.uri, "token_endpoint": outer.uri + token_path[len(base):]})
+                else:
+                    self._send(404, {"error": "not found"})
+
+            def do_POST(self):  # noqa: N802
+                form = parse_qs(self.rfile.read(int(self.headers.get("Content-Length", 0))).decode())
+                name, password = form.get("username", [""])[0], form.get("password", [""])[0]
+                if self.path != token_path or form.get("grant_type") != ["password"]:
+                    self._send(400, {"error": "unsupported_grant_type"})
+                elif name not in users or users[name][0] != password:
+                    self._send(401, {"error": "invalid_grant", "error_description": "Invalid user credentials"})
+                else:
+                    self._send(200, {"access_token": token(key, users[name][1], username=name)["Authorization"][7:],
+                                     "token_type": "Bearer", "expires_in": 600})
 
             def log_message(self, *args):
                 pass
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.uri = f"http://127.0.0.1:{self.httpd.server_address[1]}/realms/monailabel"
+        self.uri = f"http://127.0.0.1:{self.httpd.server_address[1]}{base}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
@@ -64,7 +93,7 @@ def keys():
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_model, keys):
     tmp = tmp_path_factory.mktemp("auth")
-    realm = Realm(keys[1])
+    realm = Realm(keys[0], keys[1], {"dr_b": ("s3cret", [USER, ANNOTATOR])})
     env = {
         "MONAI_LABEL_AUTH_ENABLE": "true",
         "MONAI_LABEL_AUTH_REALM_URI": realm.uri,
@@ -140,3 +169,19 @@ def test_an_admin_passes_the_train_role_rule(server, keys):
     assert c.post("/infer/anatpaste?image=IM-0001-0001&output=json", headers=admin_only).status_code == 403
     both = token(keys[0], [ADMIN, USER])
     assert c.post("/infer/anatpaste?image=IM-0001-0001&output=json", headers=both).status_code == 200
+
+
+def test_the_slicer_modules_client_logs_in_through_the_server(server):
+    # The extension's own client (stdlib only, as Slicer runs it) against MONAI Label's real /auth/token,
+    # which forwards the password grant to the realm's token endpoint.
+    sys.path.insert(0, str(REPO / "slicer_extension" / "AnatPasteReview"))
+    from AnatPasteReviewLib.client import AnatPasteClient, AuthenticationError
+
+    client = AnatPasteClient(server.url)
+    with pytest.raises(AuthenticationError):
+        client.info()  # no token yet
+    with pytest.raises(AuthenticationError, match="Invalid user credentials"):  # the realm's reason, 401
+        client.login("dr_b", "wrong")
+    client.login("dr_b", "s3cret")
+    assert client.info().model_available
+    assert client.score("IM-0001-0001").score > 0

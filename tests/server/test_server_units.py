@@ -12,6 +12,7 @@ from server_env import ZHANGLAB
 from anatpaste.errors import ModelFileError
 from anatpaste.modelfile import load_model, save_model
 from anatpaste.train import TrainProgress
+from monailabel_app.launch import free_port
 from monailabel_app.lib import model_store as ms
 from monailabel_app.lib.config import AppConfig, ConfigError, TrainOptions
 from monailabel_app.lib.datastore_local import AnatPasteLocalDatastore
@@ -281,3 +282,18 @@ def test_folder_datastore_sees_another_processs_scores_without_the_file_watcher(
     assert server.get_image_info("a")["anomaly_score"] == 3.5
     assert server.json()["objects"]["b"]["image"]["info"]["anomaly_score"] == 1.0
     assert sorted(server.list_images()) == ["a", "b"]
+
+
+def test_login_forwarding_turns_the_realms_answers_into_errors_a_client_can_act_on():
+    from fastapi import HTTPException
+
+    from monailabel_app.lib.auth_fix import LoginRequests, _token_uri
+
+    with pytest.raises(HTTPException) as unreachable:
+        LoginRequests.post(f"http://127.0.0.1:{free_port()}/token", data={}, timeout=5)
+    assert unreachable.value.status_code == 502
+
+    with pytest.raises(HTTPException) as missing:
+        _token_uri(lambda: None)()
+    assert missing.value.status_code == 502
+    assert _token_uri(lambda: "http://realm/token")() == "http://realm/token"
