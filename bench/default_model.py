@@ -21,7 +21,7 @@ from anatpaste.data import ImageSet, find_images, load_image_set  # noqa: E402
 from anatpaste.detector import DEFAULT_MODEL, Detector  # noqa: E402
 from anatpaste.io import read_radiograph  # noqa: E402
 from anatpaste.metrics import detection_metrics  # noqa: E402
-from anatpaste.train.selection import model_file_synthetic_auc  # noqa: E402
+from anatpaste.train.selection import detector_synthetic_auc  # noqa: E402
 from bench.common import REPO, SHARED_DATA, command_line, git_commit, machine, write_results  # noqa: E402
 
 
@@ -50,7 +50,7 @@ def evaluate(model: Path, normal: list, abnormal: list, training: TrainingNormal
     t = time.perf_counter()
     det = Detector.load(model)
     cfg = det.payload["config"]
-    file_auc = model_file_synthetic_auc(model, training.at(det.image_size), cfg["holdout_fraction"], cfg["seed"])
+    file_auc = detector_synthetic_auc(det, training.at(det.image_size), cfg["holdout_fraction"], cfg["seed"])
     s0, s1 = det.score_many(normal), det.score_many(abnormal)
     m = detection_metrics(s0, s1)
     run = det.payload["training"]

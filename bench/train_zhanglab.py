@@ -32,7 +32,7 @@ from anatpaste.paste import AnatPaste  # noqa: E402
 from anatpaste.preprocess import NORM_MEAN, NORM_STD, model_grid  # noqa: E402
 from anatpaste.score import GaussianScorer  # noqa: E402
 from anatpaste.train import TrainConfig, train  # noqa: E402
-from anatpaste.train.selection import split_holdout  # noqa: E402
+from anatpaste.train.selection import fit_subset, split_holdout  # noqa: E402
 from bench.common import SHARED_DATA, command_line, git_commit, machine, write_results  # noqa: E402
 
 
@@ -126,10 +126,11 @@ def read_folder(paths: list[Path]) -> list[np.ndarray]:
 
 def test_auc_reporter(data: ImageSet, seed: int, holdout_fraction: float, size: int, normal: list[np.ndarray],
                       abnormal: list[np.ndarray]) -> Callable[[int, torch.nn.Module], dict[str, float]]:
-    """Test AUC/AP at each evaluation of a run, for the step-count study: Gaussian fitted on up to 512 of the
-    run's own training normals (never the held-out ones), fp32 encoder. Reporting only; selection never sees it."""
+    """Test AUC/AP at each evaluation of a run, for the step-count study: Gaussian fitted on the run's own
+    evaluation fit set (up to 512 training normals, never the held-out ones), fp32 encoder. Reporting only;
+    selection never sees it."""
     train_idx, _ = split_holdout(len(data), holdout_fraction, seed)
-    fit = data.images[train_idx[torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(11))[:512]]]
+    fit = fit_subset(data.subset(train_idx))
     grids = [torch.from_numpy(np.stack([model_grid(im, size) for im in ims])).unsqueeze(1)
              for ims in (normal, abnormal)]
 

@@ -6,8 +6,6 @@ on, drawn with a fixed seed so every evaluation of a run sees the same ones.
 
 from __future__ import annotations
 
-import os
-
 import torch
 from sklearn.metrics import roc_auc_score
 
@@ -77,19 +75,22 @@ def split_holdout(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, tor
     return perm[k:].sort().values, perm[:k].sort().values
 
 
+def fit_subset(train_set: ImageSet) -> torch.Tensor:
+    """The (at most ``FIT_IMAGES``) training normals an evaluation Gaussian is fitted on; fixed per set."""
+    order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(7))[:FIT_IMAGES]
+    return train_set.images[order]
+
+
 def evaluation_sets(train_set: ImageSet, holdout: ImageSet, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(fit images, pasted copies of the held-out normals) of a run with this seed: fixed, so every evaluation
     of the run, and any later check of its model file, sees the same ones."""
-    order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(7))[:FIT_IMAGES]
-    return train_set.images[order], pasted_copies(holdout, AnatPaste(), seed=seed + 12345)
+    return fit_subset(train_set), pasted_copies(holdout, AnatPaste(), seed=seed + 12345)
 
 
-def model_file_synthetic_auc(
-    model_file: str | os.PathLike, data: ImageSet, holdout_fraction: float, seed: int
-) -> float:
-    """The label-free selection figure of a model file as stored (int8 weights included), on the held-out
-    normals of a run over ``data`` with this seed: comparable across model files trained on the same data."""
-    det = Detector.load(model_file)
+def detector_synthetic_auc(det: Detector, data: ImageSet, holdout_fraction: float, seed: int) -> float:
+    """The label-free selection figure of a loaded model file as stored (int8 weights included), on the
+    held-out normals of a run over ``data`` with this seed: comparable across model files trained on the same
+    data."""
     train_idx, hold_idx = split_holdout(len(data), holdout_fraction, seed)
     holdout = data.subset(hold_idx)
     fit, pasted = evaluation_sets(data.subset(train_idx), holdout, seed)

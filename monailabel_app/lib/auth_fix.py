@@ -48,9 +48,10 @@ class LoginRequests:
             raise HTTPException(502, f"the login service did not answer ({type(err).__name__})") from err
         if r.status_code in (400, 401, 403):
             try:
-                reason = r.json().get("error_description") or r.json().get("error")
+                body = r.json()
             except ValueError:
-                reason = None
+                body = {}
+            reason = (body.get("error_description") or body.get("error")) if isinstance(body, dict) else None
             raise HTTPException(401, f"login refused: {reason or 'wrong user name or password'}")
         if r.status_code >= 300:
             raise HTTPException(502, f"the login service failed (HTTP {r.status_code})")

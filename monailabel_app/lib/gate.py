@@ -26,7 +26,7 @@ from anatpaste.data import ImageSet
 from anatpaste.detector import Detector
 from anatpaste.modelfile import load_model
 from anatpaste.train import TrainConfig
-from anatpaste.train.selection import model_file_synthetic_auc, split_holdout
+from anatpaste.train.selection import detector_synthetic_auc, split_holdout
 
 
 @dataclass
@@ -43,7 +43,8 @@ class GateResult:
 
 def model_synthetic_auc(model_file: str | Path, data: ImageSet, config: TrainConfig) -> float:
     """Synthetic-anomaly AUC of a model file's encoder on the run's held-out normals."""
-    return model_file_synthetic_auc(model_file, data, config.holdout_fraction, config.seed)
+    det = Detector(load_model(model_file), version="gate")
+    return detector_synthetic_auc(det, data, config.holdout_fraction, config.seed)
 
 
 def _usable(model_file: str | Path, data: ImageSet) -> str | None:
