@@ -7,10 +7,12 @@ run_inference``, ``monailabel.endpoints.train.status`` and ``.run_model``, ``mon
 run_method``); :func:`install` wraps those (in the server process only, once) so the routes, their role
 checks and their answers stay MONAI Label's:
 
-- ``image`` must be a datastore id (400 for a path or ``..``), and ``params`` may not name the image;
+- ``image`` must be a datastore id (400 for a path or ``..``), and ``params`` may not name the image; an
+  uploaded file is written and removed here (:mod:`.uploads`); neither image nor file, or a label, is 400;
 - ``output=json`` tells the infer task to skip the maps (``maps: false``);
 - ``GET /train/`` adds the trainer's progress (step, total, loss, synthetic AUC, ...) to the task record;
-- ``POST /train/{model}`` checks its body (400 for a bad field) before MONAI Label starts the subprocess;
+- ``POST /train/{model}`` checks its body (400 for a bad field) before MONAI Label starts the subprocess,
+  and answers 429 while a training is submitted or running, also with ``enqueue=true``;
 - an unknown model (``POST /train/{model}``) or scoring method (``POST /scoring/{method}``) answers 404
   (MONAI Label starts a subprocess that fails, and answers 200).
 """
@@ -28,6 +30,7 @@ from fastapi import HTTPException
 from .config import ConfigError, TrainOptions
 from .errors import bad_request, not_found
 from .ids import BadImageIdError, check_image_id
+from .uploads import saved_upload, upload_suffix
 
 logger = logging.getLogger(__name__)
 
@@ -64,17 +67,17 @@ def _wrap_run_inference(original: Callable) -> Callable:
     def run_inference(
         background_tasks, model, image="", session_id="", params="{}", file=None, label=None, output=None
     ):
+        if label is not None:
+            raise bad_request("the anatpaste model takes no label upload")
+        if file is None and not image and not session_id:
+            raise bad_request("give an image id (?image=<id>) or upload a file (multipart field 'file')")
         params = checked_infer_params(image, params, file is not None, output)
-        return original(
-            background_tasks,
-            model,
-            "" if file is not None else image,
-            session_id,
-            params,
-            file,
-            label,
-            output,
-        )
+        if file is None:
+            return original(background_tasks, model, image, session_id, params, None, None, output)
+        # The upload is written here, not by MONAI Label, so that it is removed whatever the answer
+        # (:mod:`.uploads`); the infer is done when ``original`` returns.
+        with saved_upload(file.file, upload_suffix(file.filename)) as path:
+            return original(background_tasks, model, str(path), session_id, params, None, None, output)
 
     setattr(run_inference, _MARK, True)
     return run_inference
@@ -102,9 +105,11 @@ def _wrap_run_model(original: Callable) -> Callable:
             TrainOptions.from_values(params or {})
         except ConfigError as err:
             raise bad_request(str(err)) from err
-        if not enqueue and _train_pending():
+        if _train_pending():
             # MONAI Label only counts a training once its subprocess exists, so a second POST in the moment
-            # between SUBMITTED and RUNNING would queue a second training behind the first.
+            # between SUBMITTED and RUNNING would queue a second training behind the first; ``enqueue=true``
+            # queued one on purpose, and GET /train/ and /info then showed the queued one instead of the
+            # running one. One training at a time, queued or not.
             raise HTTPException(status_code=429, detail="a training is already submitted or running")
         return original(model, params, run_sync, enqueue)
 
