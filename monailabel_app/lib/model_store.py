@@ -80,6 +80,33 @@ def write_json_atomic(path: Path, data: Any) -> None:
         tmp.unlink(missing_ok=True)
 
 
+MAX_VERSION_LENGTH = 200
+_VERSION_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.+-")
+
+
+def check_version_name(version: object) -> str:
+    """A version is a file name in ``versions/`` without ``.pt``: refuse paths (``../x``, ``/x``), names
+    starting with a dot and names too long for a file name (a rollback to ``../../outside`` published a
+    file outside the store, and a 5000-character name ended in a traceback).
+
+    Raises:
+        ModelStoreError: ``version`` is not a plain version name.
+    """
+    if not isinstance(version, str) or not version:
+        raise ModelStoreError(f"a version name must be a non-empty string, got {version!r}")
+    if len(version) > MAX_VERSION_LENGTH:
+        raise ModelStoreError(f"a version name is at most {MAX_VERSION_LENGTH} characters, got {len(version)}")
+    if version.startswith(".") or not set(version) <= _VERSION_CHARS:
+        raise ModelStoreError(f"{version!r} is not a version name (letters, digits, _ . + -; see `list`)")
+    return version
+
+
+def safe_origin(origin: str) -> str:
+    """``origin`` as the start of a version name: a seed file's stem may hold any character."""
+    cleaned = "".join(c if c in _VERSION_CHARS and c not in ".+-" else "_" for c in origin)[:40]
+    return cleaned or "model"
+
+
 @dataclass(frozen=True)
 class Version:
     """One published model version."""
@@ -185,7 +212,7 @@ class ModelStore:
                     if move:
                         model_file.unlink(missing_ok=True)
                     return Version(e["version"], self.versions_dir / f"{e['version']}.pt")
-            name = f"{origin}-{sha[:12]}"
+            name = f"{safe_origin(origin)}-{sha[:12]}"
             dest = self.versions_dir / f"{name}.pt"
             tmp = self.versions_dir / f".{name}.{uuid.uuid4().hex}.tmp"
             try:
@@ -211,6 +238,7 @@ class ModelStore:
 
     def activate(self, version: str, action: str = "publish") -> Version:
         """Point ``current.pt`` at ``version`` with one atomic rename, after checking the file loads."""
+        check_version_name(version)
         path = self.versions_dir / f"{version}.pt"
         if not path.is_file():
             known = ", ".join(v["version"] for v in self.versions()) or "none"
