@@ -2,7 +2,12 @@
 
 Stored per image (``GET /datastore/?output=all`` shows them): ``anomaly_score``, ``anomaly_label``,
 ``anomaly_threshold``, ``scored_by`` (model version), ``scored_at``; an image the core refuses gets
-``anomaly_error`` instead of a score (and is not retried until the model version changes).
+``anomaly_error`` instead of a score (and is not retried until the model version changes), naming the image
+by its id, never by its server path.
+
+One bad image never stops the others: an id the app refuses (e.g. ``.`` from a file named ``..jpeg``) is
+skipped and logged, a file that cannot be read gets its ``anomaly_error``, and a batch whose write fails is
+written image by image.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from monailabel.interfaces.tasks.scoring import ScoringMethod
 from anatpaste.errors import RadiographError
 from anatpaste.io import read_radiograph
 
+from .ids import is_image_id
 from .model_store import LiveModel
 
 logger = logging.getLogger(__name__)
@@ -29,10 +35,22 @@ VERSION_KEY = "scored_by"
 def _write(datastore: Datastore, updates: dict[str, dict[str, Any]]) -> None:
     bulk = getattr(datastore, "update_image_infos", None)
     if bulk is not None:
-        bulk(updates)
-    else:
-        for image_id, info in updates.items():
+        try:
+            bulk(updates)
+            return
+        except Exception as err:  # e.g. an image removed meanwhile (404): write the others one by one
+            logger.warning(f"anatpaste scoring: batch write failed ({err!r}); writing image by image")
+    for image_id, info in updates.items():
+        try:
             datastore.update_image_info(image_id, info)
+        except Exception as err:
+            logger.warning(f"anatpaste scoring: cannot store the score of {image_id!r}: {err!r}")
+
+
+def _error_text(err: Exception, uri: str, image_id: str) -> str:
+    """``"<TypedErrorName>: message"`` with the server's path of the image replaced by its id."""
+    message = str(err).replace(uri, image_id) if uri else str(err)
+    return f"{type(err).__name__}: {message}"
 
 
 class AnatPasteScoring(ScoringMethod):
@@ -46,8 +64,14 @@ class AnatPasteScoring(ScoringMethod):
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
         det = self.model.get()
         force = bool(request.get("force", False))
+        listed = datastore.list_images()
+        bad_ids = [i for i in listed if not is_image_id(i)]
+        if bad_ids:
+            logger.error(f"anatpaste scoring: skipping ids the app refuses (rename or remove their files): {bad_ids}")
         todo = [
-            i for i in datastore.list_images() if force or datastore.get_image_info(i).get(VERSION_KEY) != det.version
+            i
+            for i in listed
+            if is_image_id(i) and (force or datastore.get_image_info(i).get(VERSION_KEY) != det.version)
         ]
         t0 = time.perf_counter()
         scored = failed = 0
@@ -57,18 +81,23 @@ class AnatPasteScoring(ScoringMethod):
             pixels, ids = [], []
             now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
             for image_id in batch:
+                uri = ""
                 try:
-                    pixels.append(read_radiograph(datastore.get_image_uri(image_id)).pixels)
+                    uri = datastore.get_image_uri(image_id)
+                    pixels.append(read_radiograph(uri).pixels)
                     ids.append(image_id)
                 except RadiographError as err:
                     failed += 1
                     updates[image_id] = {
                         SCORE_KEY: None,
                         "anomaly_label": None,
-                        "anomaly_error": f"{type(err).__name__}: {err}",
+                        "anomaly_error": _error_text(err, uri, image_id),
                         VERSION_KEY: det.version,
                         "scored_at": now,
                     }
+                except Exception as err:  # e.g. an archive that failed to send the file: retried next run
+                    failed += 1
+                    logger.error(f"anatpaste scoring: cannot read {image_id!r}: {_error_text(err, uri, image_id)}")
             for image_id, score in zip(ids, det.score_many(pixels) if pixels else [], strict=True):
                 score = float(score)
                 updates[image_id] = {
@@ -85,7 +114,8 @@ class AnatPasteScoring(ScoringMethod):
             "model_version": det.version,
             "scored": scored,
             "failed": failed,
-            "skipped": len(datastore.list_images()) - len(todo),
+            "skipped": len(listed) - len(todo),
+            "bad_ids": bad_ids,
             "seconds": round(time.perf_counter() - t0, 2),
         }
         logger.info(f"anatpaste scoring: {result}")
