@@ -23,9 +23,11 @@ from lib.datastore_local import AnatPasteLocalDatastore, checked_id
 from lib.errors import not_found
 from lib.infer_anatpaste import AnatPasteInfer
 from lib.model_store import LiveModel, ModelStore
+from lib.model_upload import ModelUpload
 from lib.scoring import VERSION_KEY, AnatPasteScoring
 from lib.strategy import MostAnomalous
 from lib.train_anatpaste import AnatPasteTrain
+from lib.worklist_fallback import unscored_study
 from monailabel.config import settings
 from monailabel.datastore.dicom import DICOMwebClientX
 from monailabel.interfaces.app import MONAILabelApp
@@ -68,11 +70,18 @@ class AnatPasteApp(MONAILabelApp):
         torch.set_num_threads(self.config.infer_threads)  # the trainer sets its own in its subprocess
         server = sys.modules.get("monailabel.app")  # the FastAPI app; absent in MONAI Label's task subprocesses
         if server is not None:
-            from lib import auth_fix, routes
+            from lib import auth_fix, datastore_routes, model_routes, routes
 
             auth_fix.install()
             stats = self._trainers[MODEL].stats if MODEL in self._trainers else dict
             routes.install(list(self._trainers), list(self._scoring_methods), stats)
+            datastore_routes.install()
+            model_routes.install(server.app, MODEL, self._model_upload())
+
+    def _model_upload(self) -> ModelUpload:
+        """``PUT /model/anatpaste``: gated on the normals a training would use now (:mod:`lib.model_upload`)."""
+        trainer = self._trainers[MODEL]
+        return ModelUpload(self.store, lambda: trainer.training_paths(self.datastore())[0], self.config.train)
 
     def init_datastore(self) -> Datastore:
         if self.studies.startswith(("http://", "https://")):
@@ -121,6 +130,8 @@ class AnatPasteApp(MONAILabelApp):
         res = self._strategies[strategy](request, self.datastore())
         if self._auto_update_scoring and not running_processes("scoring") and self._unscored():
             self.async_scoring(None)
+        if (not res or not res.get("id")) and strategy == "most_anomalous":
+            res = unscored_study(self.datastore(), self.model.version())  # while scoring has not got there
         if not res or not res.get("id"):
             return {}
         res["path"] = self.datastore().get_image_uri(res["id"])

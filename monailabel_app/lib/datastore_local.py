@@ -4,6 +4,12 @@
 - Ids that are paths are refused (400) where MONAI Label would join them onto the datastore folder.
 - Unknown ids answer 404 instead of 500.
 - Reviews are checked and stamped (:mod:`.review`).
+- Uploads (:meth:`AnatPasteLocalDatastore.add_image`) must be a radiograph suffix and an id that reads back as
+  itself from the stored file name (``..jpeg`` would be stored as id ``.``, which every later call refuses);
+  an existing id answers 409 unless the caller asks to replace it, and then nothing of the old study stays.
+- The app stores no labels: label writes answer 405, label reads check id and tag like image ids (MONAI
+  Label joins ``tag`` onto the labels folder, so ``../../x`` or an absolute tag would leave the datastore).
+- Image infos never carry the server's file path (MONAI Label adds ``path``).
 - Info updates re-read ``datastore_v2.json`` under its file lock before writing, so the scoring subprocess and
   a clinician's review written at the same moment do not overwrite each other (MONAI Label's own update
   writes the whole file from the process's in-memory copy).
@@ -16,19 +22,26 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import time
+from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 from monailabel.config import settings
-from monailabel.datastore.local import LocalDatastore, LocalDatastoreModel
+from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore, LocalDatastoreModel
 
-from .errors import bad_request, not_found
+from .errors import bad_request, conflict, not_allowed, not_found
 from .ids import BadImageIdError, check_image_id
 from .review import stamp_review
 
 logger = logging.getLogger(__name__)
 
 IMAGE_PATTERNS = ("*.png", "*.jpg", "*.jpeg", "*.dcm", "*.dicom")
+IMAGE_SUFFIXES = tuple(p[1:] for p in IMAGE_PATTERNS)
+MAX_NAME_LENGTH = 255  # bytes of one file name on ext4 and most other file systems
+REPLACE_KEY = "replace"  # upload params: replace an existing study of the same id
+NO_LABELS = "this app stores no labels: it keeps scores and reviews in the image info"
 
 
 def checked_id(image_id: str) -> str:
@@ -36,6 +49,14 @@ def checked_id(image_id: str) -> str:
         return check_image_id(image_id)
     except BadImageIdError as err:
         raise bad_request(str(err)) from err
+
+
+def checked_tag(tag: str) -> str:
+    """A label tag names a folder under ``labels/``: the same rules as an image id."""
+    try:
+        return check_image_id(tag)
+    except BadImageIdError as err:
+        raise bad_request(f"label tag: {err}") from err
 
 
 class AnatPasteLocalDatastore(LocalDatastore):
@@ -52,9 +73,74 @@ class AnatPasteLocalDatastore(LocalDatastore):
         super().__init__(path, extensions=patterns, auto_reload=auto_reload, read_only=read_only)
 
     def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
-        if image_id:
-            checked_id(image_id)
-        return super().add_image(image_id, image_filename, image_info)
+        """Store an uploaded radiograph under ``image_id`` (default: the file name without its suffix).
+
+        ``image_info[REPLACE_KEY]`` true replaces a study of the same id: its old file, scores and review go.
+
+        Raises:
+            HTTPException: 400 for a suffix that is not a radiograph's or an id the app would refuse later,
+                409 for an existing id without ``replace``.
+        """
+        info = dict(image_info or {})
+        replace = bool(info.pop(REPLACE_KEY, False))
+        base = os.path.basename(image_filename)
+        ext = os.path.splitext(base)[1].lower()
+        if ext not in IMAGE_SUFFIXES:
+            raise bad_request(f"an upload must be one of {list(IMAGE_SUFFIXES)}, got {ext or 'no suffix'!r}")
+        image_id = checked_id(image_id or base[: -len(ext)])
+        name = self._filename(image_id, ext)
+        if len(name.encode()) > MAX_NAME_LENGTH:
+            raise bad_request(f"image id is too long for a file name ({len(name.encode())} > {MAX_NAME_LENGTH} bytes)")
+        if self._to_id(name) != (image_id, ext):
+            raise bad_request(f"image id {image_id!r} cannot be stored as {name!r}: it would read back as another id")
+        with FileLock(self._lock_file):
+            self._reload_unlocked()
+            old = self._datastore.objects.get(image_id)
+            if old is not None:
+                if not replace:
+                    raise conflict(f"image {image_id!r} already exists; upload with params {{\"{REPLACE_KEY}\": true}}")
+                self._remove_files(image_id, old)
+            dest = os.path.join(self._datastore.image_path(), name)
+            shutil.copy(image_filename, dest)
+            info.update(ts=int(time.time()), name=name)
+            self._datastore.objects[image_id] = ImageLabelModel(image=DataModel(info=info, ext=ext))
+            self._update_datastore_file(lock=False)
+        logger.info(f"added image {image_id} ({'replaced' if old is not None else 'new'})")
+        return image_id
+
+    def _remove_files(self, image_id: str, obj: ImageLabelModel) -> None:
+        """The image file and label files of ``obj`` (the caller holds the file lock)."""
+        Path(self._datastore.image_path(), self._filename(image_id, obj.image.ext)).unlink(missing_ok=True)
+        for tag, label in obj.labels.items():
+            Path(self._datastore.label_path(tag), self._filename(image_id, label.ext)).unlink(missing_ok=True)
+
+    def remove_image(self, image_id: str) -> None:
+        """Remove the image, its labels and its info (404 for an unknown id; MONAI Label answered 500)."""
+        checked_id(image_id)
+        with FileLock(self._lock_file):
+            self._reload_unlocked()
+            obj = self._datastore.objects.pop(image_id, None)
+            if obj is None:
+                raise not_found(f"image {image_id!r} is not in the datastore")
+            self._remove_files(image_id, obj)
+            self._update_datastore_file(lock=False)
+
+    # ---- labels: none are stored; reads stay inside the datastore ------------------------------------
+
+    def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
+        raise not_allowed(NO_LABELS)
+
+    def remove_label(self, label_id: str, label_tag: str) -> None:
+        raise not_allowed(NO_LABELS)
+
+    def update_label_info(self, label_id: str, label_tag: str, info: dict[str, Any]) -> None:
+        raise not_allowed(NO_LABELS)
+
+    def get_label_uri(self, label_id: str, label_tag: str) -> str:
+        return super().get_label_uri(checked_id(label_id), checked_tag(label_tag))
+
+    def get_label_info(self, label_id: str, label_tag: str) -> dict[str, Any]:
+        return super().get_label_info(checked_id(label_id), checked_tag(label_tag))
 
     def _fresh(self) -> None:
         """Pick up what another process (the scoring or training subprocess) wrote; a stat when nothing did.
@@ -75,7 +161,9 @@ class AnatPasteLocalDatastore(LocalDatastore):
 
     def get_image_info(self, image_id: str) -> dict[str, Any]:
         self._fresh()
-        return super().get_image_info(image_id)
+        info = super().get_image_info(image_id)
+        info.pop("path", None)  # the server's file layout is not the clients' business
+        return info
 
     def json(self) -> dict[str, Any]:
         self._fresh()

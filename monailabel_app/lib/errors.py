@@ -28,6 +28,11 @@ def not_allowed(message: str) -> HTTPException:
     return HTTPException(status_code=405, detail=message)
 
 
+def conflict(message: str) -> HTTPException:
+    """409: the request clashes with what is stored, e.g. an upload under an id that already exists."""
+    return HTTPException(status_code=409, detail=message)
+
+
 def unavailable(message: str) -> HTTPException:
     """503: the server cannot answer now, e.g. no model has been published yet."""
     return HTTPException(status_code=503, detail=message)
