@@ -1,6 +1,7 @@
-"""Command line: ``anatpaste train | score | evaluate | segment`` (also ``python -m anatpaste``).
+"""Command line: ``anatpaste train | calibrate | adapt | score | evaluate | segment`` (also ``python -m anatpaste``).
 
-The last line printed by ``evaluate`` and ``segment --reference`` is one JSON object: scripts parse it.
+The last line printed by ``train``, ``calibrate``, ``adapt``, ``evaluate`` and ``segment --reference`` is one
+JSON object: scripts parse it.
 """
 
 from __future__ import annotations
@@ -56,6 +57,84 @@ def _cmd_train(args: argparse.Namespace) -> int:
     summary.pop("history", None)
     if rank == 0:
         print(json.dumps(summary))
+    return 0
+
+
+def _site_normals(args: argparse.Namespace, size: int):  # noqa: ANN202 - ImageSet, imported lazily
+    from anatpaste.data import find_images, load_image_set
+
+    paths = [p for d in args.normal for p in find_images(d)]
+    if not paths:
+        raise AnatPasteError(f"no images found under {args.normal}")
+    data = load_image_set(paths, size, progress=False)
+    for p, why in data.skipped:
+        print(f"skipped {p}: {why}", file=sys.stderr)
+    return data
+
+
+def _site_summary(args: argparse.Namespace, data, parent: str) -> dict:  # noqa: ANN001
+    return {
+        "folders": [str(d) for d in args.normal], "n_skipped": len(data.skipped),
+        "skipped": [p for p, _ in data.skipped], "parent_model": parent,
+    }
+
+
+def _adapt_line(out: Path, payload: dict, data, t0: float, parent: str) -> dict:  # noqa: ANN001
+    from anatpaste.detector import Detector
+
+    thr = payload["threshold"]
+    return {
+        "n_images": len(data), "n_skipped": len(data.skipped), "threshold": round(thr["value"], 6),
+        "target_fpr": thr["target_fpr"], "expected_fpr": thr["expected_fpr"], "fpr_interval": thr["fpr_interval"],
+        "seconds": round(time.perf_counter() - t0, 2), "model_version": Detector.load(out).version,
+        "parent_version": parent, "output": str(out),
+    }
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from anatpaste.adapt import calibrate
+    from anatpaste.detector import Detector
+    from anatpaste.modelfile import save_model
+
+    t0 = time.perf_counter()
+    det = Detector.load(args.model)
+    data = _site_normals(args, det.image_size)
+    payload = calibrate(det.payload, data, quantile=args.quantile, seed=args.seed,
+                        summary=_site_summary(args, data, det.version))
+    out = save_model(payload, args.output)
+    print(json.dumps(_adapt_line(out, payload, data, t0, det.version)))
+    return 0
+
+
+def _cmd_adapt(args: argparse.Namespace) -> int:
+    from anatpaste.adapt import FinetuneRecipe, adapt
+    from anatpaste.detector import Detector
+    from anatpaste.modelfile import save_model
+
+    t0 = time.perf_counter()
+    det = Detector.load(args.model)
+    data = _site_normals(args, det.image_size)
+    replay = None
+    if args.replay:
+        from anatpaste.data import find_images, load_image_set
+
+        replay = load_image_set([p for d in args.replay for p in find_images(d)], det.image_size, progress=False)
+    recipe = FinetuneRecipe(steps=args.steps, lr=args.lr, freeze=args.freeze, seed=args.seed,
+                            replay_fraction=args.replay_fraction if replay is not None else 0.0)
+    bar = tqdm(total=recipe.steps, desc="fine-tuning", unit="step")
+
+    def progress(step: int, total: int, loss: float) -> None:
+        bar.n = step
+        bar.set_postfix({"loss": f"{loss:.3f}"}, refresh=False)
+        bar.refresh()
+
+    res = adapt(det.payload, data, recipe=recipe, replay=replay, device=args.device or "cpu", progress=progress,
+                summary=_site_summary(args, data, det.version))
+    bar.close()
+    out = save_model(res.payload, args.output)
+    line = _adapt_line(out, res.payload, data, t0, det.version)
+    line.update(chosen=res.chosen, check={k: res.check[k]["mean"] for k in ("calibrated", "finetuned")})
+    print(json.dumps(line))
     return 0
 
 
@@ -199,6 +278,27 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-quantize", action="store_true", help="store fp32 weights instead of int8")
     t.add_argument("--device", help="cuda / cpu (default: cuda when available)")
     t.set_defaults(func=_cmd_train)
+
+    c = sub.add_parser("calibrate", help="refit the Gaussians and the threshold on a site's normals (seconds)")
+    c.add_argument("--normal", nargs="+", required=True, help="folders (or files) of the site's normal radiographs")
+    c.add_argument("--model", help="model file to calibrate (default: the shipped model)")
+    c.add_argument("--output", required=True, help="calibrated model file to write")
+    c.add_argument("--quantile", type=float, help="threshold quantile of normals (default: the model's, 0.95)")
+    c.add_argument("--seed", type=int, default=0)
+    c.set_defaults(func=_cmd_calibrate)
+
+    a = sub.add_parser("adapt", help="calibrate, fine-tune, keep the fine-tune only if a label-free check agrees")
+    a.add_argument("--normal", nargs="+", required=True, help="folders (or files) of the site's normal radiographs")
+    a.add_argument("--model", help="model file to adapt (default: the shipped model)")
+    a.add_argument("--output", required=True, help="adapted model file to write")
+    a.add_argument("--replay", nargs="+", help="folders of the model's own training normals, mixed into batches")
+    a.add_argument("--replay-fraction", type=float, default=0.5)
+    a.add_argument("--steps", type=int, default=300)
+    a.add_argument("--lr", type=float, default=0.003)
+    a.add_argument("--freeze", default="layer2", help="freeze the encoder up to this stage (none/stem/layer1..3)")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--device", help="cpu / cuda (default: cpu)")
+    a.set_defaults(func=_cmd_adapt)
 
     s = sub.add_parser("score", help="score a radiograph or a folder")
     s.add_argument("input")

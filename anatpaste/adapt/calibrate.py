@@ -1,0 +1,169 @@
+"""Calibrate a model file on a site's normals: same encoder, new image Gaussian, heatmap Gaussians and threshold.
+
+The threshold is an order statistic of *cross-fitted* scores: the normals are split into folds and each one is
+scored by a Gaussian fitted without its fold, so every score is that of a normal the Gaussian never saw — as a
+new study will be. With ``n`` cross-fitted scores and the threshold at the ``k``-th smallest, the share of new
+normals above it (the false-positive rate) follows Beta(n + 1 − k, k) whatever the score distribution, which
+gives the stored interval. ``k = ceil(q·(n + 1))`` makes the expected false-positive rate at most ``1 − q``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.stats import beta
+
+from anatpaste.data import ImageSet
+from anatpaste.errors import AnatPasteError
+from anatpaste.features import extract
+from anatpaste.model.resnet import ResNet18Encoder
+from anatpaste.modelfile import dequantize_state
+from anatpaste.score import GaussianScorer, HeatmapScorer
+
+MIN_NORMALS = 10  # below this the threshold's false-positive rate interval spans most of [0, 1]
+MAX_FOLDS = 20
+
+
+class CalibrationError(AnatPasteError, ValueError):
+    """Too few usable normal images to calibrate on."""
+
+
+@dataclass
+class Threshold:
+    """A cross-fitted threshold and what it promises."""
+
+    value: float
+    k: int  # the threshold is the k-th smallest of n cross-fitted scores
+    n: int
+    quantile: float
+    expected_fpr: float
+    fpr_interval: tuple[float, float]  # 90 % interval of the false-positive rate on new normals
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "value": self.value, "k": self.k, "n": self.n, "quantile": self.quantile,
+            "target_fpr": round(1 - self.quantile, 6), "expected_fpr": self.expected_fpr,
+            "fpr_interval": list(self.fpr_interval),
+        }
+
+
+def fold_index(n: int, folds: int, seed: int) -> np.ndarray:
+    """Fold number (0..folds-1) of each of ``n`` items, balanced and shuffled with ``seed``."""
+    order = np.random.default_rng(seed).permutation(n)
+    out = np.empty(n, dtype=np.int64)
+    out[order] = np.arange(n) % folds
+    return out
+
+
+def crossfit_scores(emb: torch.Tensor, folds: int | None = None, seed: int = 0) -> np.ndarray:
+    """Score each embedding with a Gaussian fitted on the other folds (``folds`` = n is leave-one-out)."""
+    n = emb.shape[0]
+    folds = min(n, MAX_FOLDS) if folds is None else min(folds, n)
+    fold = fold_index(n, folds, seed)
+    out = np.empty(n, dtype=np.float64)
+    for f in range(folds):
+        inside = torch.from_numpy(fold == f)
+        out[inside.numpy()] = GaussianScorer.fit(emb[~inside]).score(emb[inside]).double().numpy()
+    return out
+
+
+def crossfit_threshold(scores: np.ndarray, quantile: float) -> Threshold:
+    """The conformal order statistic of cross-fitted normal scores for a target false-positive rate 1 − q."""
+    if not 0.5 <= quantile < 1:
+        raise ValueError(f"quantile must be in [0.5, 1), got {quantile}")
+    s = np.sort(np.asarray(scores, dtype=np.float64))
+    n = len(s)
+    k = min(n, math.ceil(quantile * (n + 1)))
+    lo, hi = beta.ppf([0.05, 0.95], n + 1 - k, k)
+    return Threshold(
+        value=float(s[k - 1]), k=k, n=n, quantile=quantile, expected_fpr=round((n + 1 - k) / (n + 1), 6),
+        fpr_interval=(round(float(lo), 6), round(float(hi), 6)),
+    )
+
+
+def crossfit_heat_scale(grids: torch.Tensor, channels: int, seed: int, folds: int = 5) -> float:
+    """The 99th percentile of per-location distances of normals under heatmap Gaussians fitted without them:
+    the display maximum, so a normal film shows little above it."""
+    n = grids.shape[0]
+    folds = min(folds, n)
+    fold = fold_index(n, folds, seed)
+    dists = []
+    for f in range(folds):
+        inside = torch.from_numpy(fold == f)
+        heat = HeatmapScorer.fit(grids[~inside], channels, generator=torch.Generator().manual_seed(seed))
+        dists.append(heat.distance_grid(grids[inside]).flatten())
+    return float(torch.quantile(torch.cat(dists), 0.99))
+
+
+def encoder_of(payload: dict[str, Any]) -> ResNet18Encoder:
+    """The payload's encoder (as stored, int8 weights dequantised), in eval mode on the CPU."""
+    enc = ResNet18Encoder(in_channels=1)
+    enc.load_state_dict(dequantize_state(payload["encoder"]))
+    return enc.eval()
+
+
+def calibrate(
+    payload: dict[str, Any],
+    data: ImageSet,
+    *,
+    quantile: float | None = None,
+    seed: int = 0,
+    encoder: ResNet18Encoder | None = None,
+    summary: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A new model payload: ``payload``'s encoder (unchanged, same tensors) with statistics fitted on ``data``.
+
+    Args:
+        payload: a loaded model file (see :mod:`anatpaste.modelfile`).
+        data: the site's normal images at the model's input size.
+        quantile: target quantile of the threshold (default: the model's own, usually 0.95).
+        seed: fold assignment and heatmap channel choice.
+        encoder: the payload's encoder if the caller already has it loaded.
+        summary: stored under ``calibration`` (e.g. folders, skipped files).
+
+    Raises:
+        CalibrationError: fewer than :data:`MIN_NORMALS` images.
+    """
+    if len(data) < MIN_NORMALS:
+        raise CalibrationError(f"{len(data)} readable normal images; calibration needs at least {MIN_NORMALS}")
+    size = int(payload["preprocessing"]["image_size"])
+    if data.images.shape[-1] != size:
+        raise ValueError(f"images are {data.images.shape[-1]} px but the model takes {size} px")
+    t0 = time.perf_counter()
+    quantile = float(payload["threshold"].get("quantile", 0.95)) if quantile is None else quantile
+    enc = encoder if encoder is not None else encoder_of(payload)
+    pre = payload["preprocessing"]
+    emb, grids = extract(enc, data.images, float(pre["norm_mean"]), float(pre["norm_std"]), with_grid=True)
+    channels = len(payload["heatmap"]["channels"])
+    gauss = GaussianScorer.fit(emb)
+    heat = HeatmapScorer.fit(grids, channels, generator=torch.Generator().manual_seed(seed))
+    scores = crossfit_scores(emb, seed=seed)
+    thr = crossfit_threshold(scores, quantile)
+    folds = min(len(data), MAX_FOLDS)
+    out = dict(payload)
+    out["gaussian"] = gauss.state_dict()
+    out["heatmap"] = {**heat.state_dict(), "display_max": crossfit_heat_scale(grids, channels, seed)}
+    out["threshold"] = {
+        **thr.to_dict(),
+        "crossfit_scores": sorted(float(s) for s in scores),
+        "how": (
+            f"k-th smallest of {thr.n} cross-fitted scores of the site's normals ({folds} folds: each scored by a "
+            "Gaussian fitted without it), k = ceil(q (n + 1)); false-positive rate on new normals ~ "
+            "Beta(n + 1 - k, k) (no abnormal labels)"
+        ),
+    }
+    out["calibration"] = {
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "n_images": len(data),
+        "folds": folds,
+        "seed": seed,
+        "seconds": round(time.perf_counter() - t0, 2),
+        **(summary or {}),
+    }
+    return out

@@ -1,0 +1,180 @@
+"""Benchmark: how the shipped model does at adult hospitals it never saw, and what calibrate / fine-tune /
+adapt make of each site's own normals.
+
+Sites, each treated as its own hospital: Montgomery (80 N / 58 TB) and Shenzhen (54 / 56) from
+``shared/data/lungmasks``, NIH (``shared/data/nih``: 184 train normals, test 68 N / 270 pneumonia).
+For each site and draw (3 seeds): a test set (NIH: its test split; lungmasks: a random share of the normals
+plus every TB film) and, nested, 25 / 50 / 100 / all of the remaining normals as the site's local normals.
+
+Methods: ``zero-shot`` (the shipped file as is), ``calibrate``, ``finetune-gentle`` (the adapt recipe's
+fine-tuned encoder, calibrated, whatever the check says), ``adapt`` (what ``anatpaste adapt`` publishes),
+``finetune-server-old`` (the server's retrain before adapt existed: ``anatpaste.train.train`` fine-tuning the
+whole net, 200 steps of 16 + 16, lr 0.01, fp32; only at the largest budget of the first draw, it is slow).
+The fine-tuning methods run at the budgets of ``--finetune-budgets`` (default 50 and all); calibrate at all.
+Abnormal films are only ever scored for the reported figures: nothing here trains on them or picks with them.
+
+    python bench/site_adaptation.py                      # everything (about an hour on the 2-core CPU)
+    python bench/site_adaptation.py --sites nih --draws 1 --budgets 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from anatpaste.adapt import FinetuneRecipe, adapt, calibrate  # noqa: E402
+from anatpaste.data import ImageSet, find_images, load_image_set  # noqa: E402
+from anatpaste.detector import DEFAULT_MODEL, Detector  # noqa: E402
+from anatpaste.features import extract  # noqa: E402
+from anatpaste.metrics import detection_metrics  # noqa: E402
+from anatpaste.modelfile import load_model  # noqa: E402
+from anatpaste.train import TrainConfig, train  # noqa: E402
+from bench.common import REPO, SHARED_DATA, command_line, git_commit, machine, write_results  # noqa: E402
+
+RESULTS = REPO / "bench" / "results" / "site_adaptation.json"
+TEST_NORMALS = {"montgomery": 24, "shenzhen": 20}  # lungmasks normals drawn into each draw's test set
+BUDGETS = (25, 50, 100, "all")
+
+
+def site_files(site: str) -> tuple[list[Path], list[Path], list[Path] | None]:
+    """(local-normal pool, abnormal test films, fixed test normals or None = draw them from the pool)."""
+    if site == "nih":
+        root = SHARED_DATA / "nih"
+        test_n = find_images(root / "test/NORMAL")
+        return find_images(root / "train/NORMAL"), find_images(root / "test/PNEUMONIA"), test_n
+    prefix = {"montgomery": "MCUCXR", "shenzhen": "CHNCXR"}[site]
+    imgs = sorted((SHARED_DATA / "lungmasks" / "images").glob(f"{prefix}_*.png"))
+    return [p for p in imgs if p.stem.endswith("_0")], [p for p in imgs if p.stem.endswith("_1")], None
+
+
+def scores(det: Detector, images: torch.Tensor) -> np.ndarray:
+    return det.gaussian.score(extract(det.encoder, images, det.mean, det.std)[0]).numpy()
+
+
+def figures(payload: dict, test_n: ImageSet, test_a: ImageSet) -> dict:
+    det = Detector(payload, version="bench")
+    s0, s1 = scores(det, test_n.images), scores(det, test_a.images)
+    m = detection_metrics(s0, s1)
+    target = 1 - float(payload["threshold"].get("quantile", 0.95))
+    out = {k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}
+    out.update(fpr_at_threshold=round(float(np.mean(s0 > det.threshold)), 4), target_fpr=round(target, 4),
+               tpr_at_threshold=round(float(np.mean(s1 > det.threshold)), 4))
+    return out
+
+
+def old_server_retrain(payload_path: Path, local: ImageSet, seed: int) -> dict:
+    """The server's default retrain before ``adapt``: the core training loop fine-tuning everything."""
+    config = TrainConfig(image_size=local.images.shape[-1], steps=200, batch_size=16, lr=0.01, seed=seed,
+                         eval_every=50, checkpoint_every=0, log_every=50, init_weights=str(payload_path))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "candidate.pt"
+        train(config, local, out, device="cpu")
+        return load_model(out)
+
+
+def run(args: argparse.Namespace) -> dict:
+    torch.set_num_threads(args.threads)
+    model_path = Path(args.model)
+    parent = load_model(model_path)
+    size = int(parent["preprocessing"]["image_size"])
+    replay = load_image_set(find_images(SHARED_DATA / "zhanglab/train/NORMAL"), size, progress=False)
+    recipe = FinetuneRecipe()
+    results = {
+        "benchmark": "site_adaptation", "machine": machine(), "commit": git_commit(), "command": command_line(),
+        "model": str(model_path.relative_to(REPO)) if model_path.is_relative_to(REPO) else str(model_path),
+        "model_version": Detector.load(model_path).version, "adapt_recipe": recipe.to_dict(),
+        "replay": f"ZhangLab train/NORMAL ({len(replay)} films, the shipped model's own training normals)",
+        "test_normals_drawn": TEST_NORMALS, "rows": [],
+    }
+    for site in args.sites:
+        pool_paths, abn_paths, fixed_test = site_files(site)
+        pool_all = load_image_set(pool_paths, size, progress=False)
+        test_a = load_image_set(abn_paths, size, progress=False)
+        fixed = load_image_set(fixed_test, size, progress=False) if fixed_test else None
+        for draw in range(args.draws):
+            rng = np.random.default_rng(1000 + draw)
+            order = rng.permutation(len(pool_all))
+            if fixed is None:
+                k = TEST_NORMALS[site]
+                test_n, pool = pool_all.subset(order[:k].tolist()), pool_all.subset(order[k:].tolist())
+            else:
+                test_n, pool = fixed, pool_all.subset(order.tolist())
+            base = {"site": site, "draw": draw, "n_test_normal": len(test_n), "n_test_abnormal": len(test_a)}
+            rows = [{**base, "method": "zero-shot", "n_local": 0, **figures(parent, test_n, test_a)}]
+            budgets = [b for b in args.budgets if b == "all" or int(b) < len(pool)]
+            for b in budgets:
+                n = len(pool) if b == "all" else int(b)
+                local = pool.subset(list(range(n)))  # nested: the first n of this draw's order
+                row = {**base, "budget": str(b), "n_local": n}
+                t0 = time.perf_counter()
+                cal = calibrate(parent, local, seed=draw)
+                rows.append({**row, "method": "calibrate", "seconds": round(time.perf_counter() - t0, 2),
+                             **figures(cal, test_n, test_a)})
+                if "adapt" in args.methods and str(b) in args.finetune_budgets:
+                    t0 = time.perf_counter()
+                    res = adapt(parent, local, recipe=FinetuneRecipe(seed=draw), replay=replay)
+                    sec = round(time.perf_counter() - t0, 2)
+                    check = {k: res.check[k] for k in ("calibrated", "finetuned", "chosen", "n_check")}
+                    rows.append({**row, "method": "finetune-gentle", "seconds": sec, "check": check,
+                                 **figures(res.finetuned, test_n, test_a)})
+                    rows.append({**row, "method": "adapt", "seconds": sec, "chosen": res.chosen,
+                                 **figures(res.payload, test_n, test_a)})
+                if "server-old" in args.methods and b == budgets[-1] and draw < args.server_old_draws:
+                    t0 = time.perf_counter()
+                    old = old_server_retrain(model_path, local, seed=draw)
+                    rows.append({**row, "method": "finetune-server-old", "seconds": round(time.perf_counter() - t0, 2),
+                                 **figures(old, test_n, test_a)})
+            for r in rows:
+                print(json.dumps({k: r.get(k) for k in ("site", "draw", "method", "n_local", "auc", "fpr_at_threshold",
+                                                         "chosen", "seconds")}), flush=True)
+            results["rows"] += rows
+            write_results(Path(args.results), results)  # after every draw: a stopped run keeps what it did
+    results["summary"] = summarise(results["rows"])
+    write_results(Path(args.results), results)
+    return results
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Mean and spread (min, max) over draws of each (site, method, budget)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["site"], r["method"], r.get("budget", "0")), []).append(r)
+    out = []
+    for (site, method, budget), rs in groups.items():
+        n_local = round(float(np.mean([r["n_local"] for r in rs])), 1)
+        entry = {"site": site, "method": method, "budget": budget, "n_local": n_local, "draws": len(rs)}
+        for key in ("auc", "ap", "spec_at_sens95", "fpr_at_threshold"):
+            v = np.array([r[key] for r in rs], float)
+            entry[key] = {"mean": round(float(v.mean()), 4), "min": round(float(v.min()), 4),
+                          "max": round(float(v.max()), 4)}
+        if method == "adapt":
+            entry["chose_finetuned"] = sum(r["chosen"] == "finetuned" for r in rs)
+        out.append(entry)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=str(DEFAULT_MODEL))
+    p.add_argument("--sites", nargs="+", default=["nih", "montgomery", "shenzhen"])
+    p.add_argument("--draws", type=int, default=3)
+    p.add_argument("--budgets", nargs="+", default=[str(b) for b in BUDGETS])
+    p.add_argument("--methods", nargs="+", default=["adapt", "server-old"])
+    p.add_argument("--finetune-budgets", nargs="+", default=["50", "all"],
+                   help="budgets at which the fine-tuning methods run (they take minutes each)")
+    p.add_argument("--server-old-draws", type=int, default=1, help="draws of the slow old server retrain")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--results", default=str(RESULTS))
+    run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
