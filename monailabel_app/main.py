@@ -22,6 +22,7 @@ from lib.datastore_dicomweb import AnatPasteDICOMwebDatastore
 from lib.datastore_local import AnatPasteLocalDatastore, checked_id
 from lib.errors import not_found
 from lib.infer_anatpaste import AnatPasteInfer
+from lib.limits import max_pixels
 from lib.model_store import LiveModel, ModelStore
 from lib.model_upload import ModelUpload
 from lib.scoring import VERSION_KEY, AnatPasteScoring
@@ -59,6 +60,7 @@ class AnatPasteApp(MONAILabelApp):
         except ModelFileError as err:  # the server still starts: /info shows no model, /infer answers 503
             logger.error(f"no AnatPaste model published and the seed cannot be used: {err}")
         self.model = LiveModel(self.store, device=self.config.device)
+        self.max_pixels = max_pixels(conf or {})
         super().__init__(
             app_dir=app_dir,
             studies=studies,
@@ -110,7 +112,7 @@ class AnatPasteApp(MONAILabelApp):
         return AnatPasteDICOMwebDatastore(client, cache, self.config.dicomweb_modalities)
 
     def init_infers(self) -> dict[str, InferTask]:
-        return {MODEL: AnatPasteInfer(self.model)}
+        return {MODEL: AnatPasteInfer(self.model, max_pixels=self.max_pixels)}
 
     def init_trainers(self) -> dict[str, TrainTask]:
         return {MODEL: AnatPasteTrain(self.store, self.config.train, self.config.base_normals, self._datastore)}
@@ -119,11 +121,12 @@ class AnatPasteApp(MONAILabelApp):
         return {"most_anomalous": MostAnomalous(), "random": Random()}
 
     def init_scoring_methods(self) -> dict[str, ScoringMethod]:
-        return {"anatpaste_score": AnatPasteScoring(self.model)}
+        return {"anatpaste_score": AnatPasteScoring(self.model, max_pixels=self.max_pixels)}
 
     def next_sample(self, request: dict[str, Any]) -> dict[str, Any]:
-        """MONAI Label's, with 404 for an unknown strategy (MONAI Label answers 500), and scoring started only
-        when an image lacks a score of the current model (MONAI Label starts a scoring subprocess per call)."""
+        """MONAI Label's, with 404 for an unknown strategy (MONAI Label answers 500), scoring started only
+        when an image lacks a score of the current model (MONAI Label starts a scoring subprocess per call),
+        an unscored study while none is scored (:mod:`lib.worklist_fallback`), and no server path."""
         strategy = request.get("strategy") or "random"
         if strategy not in self._strategies:
             raise not_found(f"unknown strategy {strategy!r}; this server has {sorted(self._strategies)}")
@@ -134,7 +137,8 @@ class AnatPasteApp(MONAILabelApp):
             res = unscored_study(self.datastore(), self.model.version())  # while scoring has not got there
         if not res or not res.get("id"):
             return {}
-        res["path"] = self.datastore().get_image_uri(res["id"])
+        # No "path" (MONAI Label adds the server's file path): clients fetch a study by its id; for an
+        # archive, looking the path up also downloaded the instance.
         return res
 
     def _unscored(self) -> bool:

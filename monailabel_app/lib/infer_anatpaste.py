@@ -18,6 +18,7 @@ from anatpaste.errors import ModelFileError, RadiographError
 from anatpaste.io import read_radiograph
 
 from .errors import bad_request, unavailable, unprocessable
+from .limits import DEFAULT_MAX_PIXELS
 from .model_store import LiveModel, ModelStoreError
 from .result_image import write_maps_nrrd
 
@@ -34,7 +35,7 @@ def as_bool(value: Any) -> bool:
 class AnatPasteInfer(InferTask):
     """Anomaly score, label at the model's threshold, heatmap and lung mask for one radiograph."""
 
-    def __init__(self, model: LiveModel) -> None:
+    def __init__(self, model: LiveModel, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         super().__init__(
             type="anomaly",
             labels=["heatmap", "lung_mask"],
@@ -42,6 +43,7 @@ class AnatPasteInfer(InferTask):
             description="AnatPaste anomaly score, label at the model threshold, heatmap and lung mask",
         )
         self.model = model
+        self.max_pixels = max_pixels  # bounds one request's memory (:mod:`.limits`)
 
     def is_valid(self) -> bool:
         return self.model.version() is not None
@@ -78,7 +80,7 @@ class AnatPasteInfer(InferTask):
 
         t0 = time.perf_counter()
         try:
-            rg = read_radiograph(path)
+            rg = read_radiograph(path, max_pixels=self.max_pixels)
         except RadiographError as err:
             raise unprocessable(err, path, shown=image_id or "uploaded image") from err
         t1 = time.perf_counter()

@@ -24,6 +24,7 @@ from anatpaste.errors import RadiographError
 from anatpaste.io import read_radiograph
 
 from .ids import is_image_id
+from .limits import DEFAULT_MAX_PIXELS
 from .model_store import LiveModel
 
 logger = logging.getLogger(__name__)
@@ -56,10 +57,11 @@ def _error_text(err: Exception, uri: str, image_id: str) -> str:
 class AnatPasteScoring(ScoringMethod):
     """Scores only (no maps), in batches; results are written once per batch."""
 
-    def __init__(self, model: LiveModel, batch_size: int = 16) -> None:
+    def __init__(self, model: LiveModel, batch_size: int = 16, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         super().__init__("AnatPaste anomaly score of every image not yet scored by the current model version")
         self.model = model
         self.batch_size = batch_size
+        self.max_pixels = max_pixels  # the same limit as /infer (:mod:`.limits`)
 
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
         det = self.model.get()
@@ -84,7 +86,7 @@ class AnatPasteScoring(ScoringMethod):
                 uri = ""
                 try:
                     uri = datastore.get_image_uri(image_id)
-                    pixels.append(read_radiograph(uri).pixels)
+                    pixels.append(read_radiograph(uri, max_pixels=self.max_pixels).pixels)
                     ids.append(image_id)
                 except RadiographError as err:
                     failed += 1

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,6 +24,7 @@ from server_live import LiveServer, wait_for
 from test_server_auth import ADMIN, ANNOTATOR, USER, Realm, _keypair, token
 
 from anatpaste.modelfile import save_model
+from monailabel_app.lib.limits import DEFAULT_MAX_PIXELS, MAX_REQUEST_BYTES_PER_PIXEL
 from monailabel_app.lib.model_store import ModelStore, file_sha256
 
 IMAGE = "IM-0001-0001"
@@ -184,6 +186,9 @@ def test_answers_do_not_reveal_server_paths(server):
     error = info(server, "junk")["anomaly_error"]
     assert "junk" in error and root not in error, error
     assert root not in server.client.get("/datastore/?output=all", headers=server.user).text
+    r = server.client.post("/activelearning/most_anomalous", json={}, headers=server.user)
+    assert r.status_code == 200 and r.json()["id"], r.text
+    assert "path" not in r.json() and root not in r.text, r.text
 
 
 # ---- 4: temporary files of refused uploads --------------------------------------------------------------
@@ -341,6 +346,43 @@ def test_the_model_is_replaced_only_by_an_admin_through_the_gate_as_a_new_versio
     assert server.store.entry(answer["version"])["uploaded_by"] == "dr_admin"
     assert infer(server)["model_version"] == answer["version"]
     assert not [p for p in server.store.root.iterdir() if p.name.startswith("anatpaste-upload-")]
+
+
+# ---- the memory bound of one request (issue 10, "Done when") -----------------------------------------
+
+
+def big_png(server, width: int, height: int) -> bytes:
+    buf = io.BytesIO()
+    Image.open(server.studies / f"{IMAGE}.jpeg").convert("L").resize((width, height)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_images_over_the_pixel_limit_are_422_and_one_at_the_limit_stays_within_the_memory_bound(server):
+    side = int(math.isqrt(DEFAULT_MAX_PIXELS))
+    r = server.client.post(
+        "/infer/anatpaste?output=json", files={"file": ("big.png", big_png(server, side + 1, side))},
+        headers=server.user,
+    )
+    assert r.status_code == 422 and "ImageTooLargeError" in r.text, r.text
+    status = f"/proc/{server.proc.pid}/status"
+    with open(f"/proc/{server.proc.pid}/clear_refs", "w") as f:
+        f.write("5")  # reset the peak resident size (VmHWM) to the present one
+    resting = _kib(status, "VmRSS")
+    r = server.client.post(
+        "/infer/anatpaste?output=all", files={"file": ("big.png", big_png(server, side, side))}, headers=server.user
+    )
+    assert r.status_code == 200, r.text
+    peak = (_kib(status, "VmHWM") - resting) * 1024
+    print(f"output=all of a {side} x {side} PNG: {peak / 2**20:.0f} MiB above resting, {len(r.content)} bytes")
+    assert peak <= MAX_REQUEST_BYTES_PER_PIXEL * side * side, f"{peak / 2**20:.0f} MiB above resting"
+    assert len(r.content) <= 8 * side * side + 2**16  # float32 heatmap + lung mask, headers, the JSON part
+
+
+def _kib(status_file: str, field: str) -> int:
+    for line in Path(status_file).read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    pytest.fail(f"{field} not in {status_file}")
 
 
 # ---- 8: one training at a time, enqueue or not ----------------------------------------------------------
