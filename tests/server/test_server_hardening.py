@@ -122,6 +122,13 @@ def test_next_study_right_after_start_up_is_an_unscored_study_with_the_scoring_p
     client = AnatPasteClient(server.url)
     client.login("dr_b", "s3cret")
     assert client.next_study() == answer["id"]
+    # MONAI Label's own client too (its next_sample answer is the JSON object).
+    from monailabel.client import MONAILabelClient
+
+    ml = MONAILabelClient(server.url, tmpdir=str(server.tmp))
+    ml.update_auth(ml.auth_token("dr_b", "s3cret"))
+    sample = ml.next_sample("most_anomalous", {})
+    assert sample["id"] == answer["id"] and sample["worklist"]["status"] == "scoring", sample
 
 
 # ---- 2: label tags ------------------------------------------------------------------------------------
