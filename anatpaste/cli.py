@@ -14,11 +14,15 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
 from anatpaste.errors import AnatPasteError, RadiographError
+
+if TYPE_CHECKING:  # the commands import their heavy modules lazily
+    from anatpaste.data import ImageSet
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -60,7 +64,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _site_normals(args: argparse.Namespace, size: int):  # noqa: ANN202 - ImageSet, imported lazily
+def _site_normals(args: argparse.Namespace, size: int) -> ImageSet:
     from anatpaste.data import find_images, load_image_set
 
     paths = [p for d in args.normal for p in find_images(d)]
@@ -72,14 +76,14 @@ def _site_normals(args: argparse.Namespace, size: int):  # noqa: ANN202 - ImageS
     return data
 
 
-def _site_summary(args: argparse.Namespace, data, parent: str) -> dict:  # noqa: ANN001
+def _site_summary(args: argparse.Namespace, data: ImageSet, parent: str) -> dict:
     return {
         "folders": [str(d) for d in args.normal], "n_skipped": len(data.skipped),
         "skipped": [p for p, _ in data.skipped], "parent_model": parent,
     }
 
 
-def _adapt_line(out: Path, payload: dict, data, t0: float, parent: str) -> dict:  # noqa: ANN001
+def _adapt_line(out: Path, payload: dict, data: ImageSet, t0: float, parent: str) -> dict:
     from anatpaste.detector import Detector
 
     thr = payload["threshold"]

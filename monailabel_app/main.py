@@ -115,7 +115,8 @@ class AnatPasteApp(MONAILabelApp):
         return {MODEL: AnatPasteInfer(self.model, max_pixels=self.max_pixels)}
 
     def init_trainers(self) -> dict[str, TrainTask]:
-        return {MODEL: AnatPasteTrain(self.store, self.config.train, self.config.base_normals, self._datastore)}
+        return {MODEL: AnatPasteTrain(self.store, self.config.train, self.config.base_normals, self._datastore,
+                                      self.config.replay_normals)}
 
     def init_strategies(self) -> dict[str, Strategy]:
         return {"most_anomalous": MostAnomalous(), "random": Random()}

@@ -6,6 +6,7 @@
 model_path         model file that seeds an empty store (default: the shipped ``anatpaste/models/default.pt``)
 model_dir          the version store (default: ``<app>/model/anatpaste``)
 base_normals       folder of normal radiographs the trainer always adds to the confirmed normals
+replay_normals     folder of the model's own training normals, mixed into ``adapt`` fine-tuning batches
 device             ``cpu`` / ``cuda`` for infer and scoring (default: cpu)
 dicomweb_modalities  modalities a DICOMweb datastore lists (default ``CR,DX``)
 dicomweb_cache     the DICOMweb datastore's local folder (default: ``<app>/model/dicomweb-cache/<url hash>``)
@@ -15,8 +16,13 @@ train_*            defaults of the training request fields below, e.g. ``--conf 
 =================  ==========================================================================================
 
 Training request fields (``POST /train/anatpaste`` JSON body, or ``train_<field>`` in ``--conf``):
+``mode`` (``calibrate``: refit the Gaussians and threshold on the site's normals, seconds; ``adapt``, the default:
+calibrate, fine-tune gently and keep the fine-tune only if a label-free check says so, see
+:mod:`anatpaste.adapt`; ``finetune``: the AnatPaste training loop from the published model; ``scratch``: the
+same from a random initialisation), ``adapt_steps``, ``adapt_lr``, ``adapt_freeze`` (the adapt recipe),
 ``steps``, ``batch_size``, ``image_size`` (0 = the current model's), ``lr``, ``seed``, ``eval_every``,
-``init`` (``current`` = fine-tune the published model, ``scratch``), ``device`` (default: cuda when there is
+``init`` (``current`` = fine-tune the published model, ``scratch``;
+``mode: scratch`` implies it), ``device`` (default: cuda when there is
 one), ``threads`` (CPU threads, 0 = all cores but one), ``processes`` (data-parallel training processes,
 0 = one per visible GPU when the device is ``cuda``), ``gate_tolerance``, ``gate_min_auc`` (sanity gate,
 see :mod:`.gate`).
@@ -29,6 +35,10 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+
+from anatpaste.adapt.finetune import FREEZE_LEVELS
+
+MODES = ("calibrate", "adapt", "finetune", "scratch")
 
 
 class ConfigError(ValueError):
@@ -50,6 +60,10 @@ def _typed(name: str, value: Any, kind: type) -> Any:
 class TrainOptions:
     """One training run's settings (defaults suit a fine-tune on a 2-core CPU in minutes)."""
 
+    mode: str = "adapt"
+    adapt_steps: int = 300
+    adapt_lr: float = 0.003
+    adapt_freeze: str = "layer2"
     steps: int = 200
     batch_size: int = 16
     image_size: int = 0
@@ -64,6 +78,13 @@ class TrainOptions:
     gate_min_auc: float = 0.5
 
     def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if not 1 <= self.adapt_steps <= 1_000_000 or not 0 < self.adapt_lr < 10:
+            raise ConfigError(f"adapt_steps must be in [1, 1000000] and adapt_lr in (0, 10), got "
+                              f"{self.adapt_steps}, {self.adapt_lr}")
+        if self.adapt_freeze not in FREEZE_LEVELS:
+            raise ConfigError(f"adapt_freeze must be one of {', '.join(FREEZE_LEVELS)}, got {self.adapt_freeze!r}")
         if not 1 <= self.steps <= 1_000_000:
             raise ConfigError(f"steps must be in [1, 1000000], got {self.steps}")
         if not 2 <= self.batch_size <= 4096:
@@ -110,6 +131,7 @@ class AppConfig:
     model_dir: Path
     model_path: Path | None
     base_normals: Path | None
+    replay_normals: Path | None
     device: str
     infer_threads: int
     dicomweb_modalities: tuple[str, ...]
@@ -122,6 +144,9 @@ class AppConfig:
         base = conf.get("base_normals")
         if base and not Path(base).is_dir():
             raise ConfigError(f"base_normals {base!r} is not a folder")
+        replay = conf.get("replay_normals")
+        if replay and not Path(replay).is_dir():
+            raise ConfigError(f"replay_normals {replay!r} is not a folder")
         train_values = {k[len("train_") :]: v for k, v in conf.items() if k.startswith("train_")}
         for k in ("gate_tolerance", "gate_min_auc"):
             if k in conf:
@@ -139,6 +164,7 @@ class AppConfig:
             model_dir=model_dir.resolve(),
             model_path=Path(conf["model_path"]).resolve() if conf.get("model_path") else None,
             base_normals=Path(base).resolve() if base else None,
+            replay_normals=Path(replay).resolve() if replay else None,
             device=device,
             infer_threads=threads,
             dicomweb_modalities=modalities,

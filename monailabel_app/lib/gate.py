@@ -47,7 +47,7 @@ def model_synthetic_auc(model_file: str | Path, data: ImageSet, config: TrainCon
     return detector_synthetic_auc(det, data, config.holdout_fraction, config.seed)
 
 
-def _usable(model_file: str | Path, data: ImageSet) -> str | None:
+def usable(model_file: str | Path, data: ImageSet) -> str | None:
     """None if the candidate scores one image sanely, else what is wrong."""
     det = Detector(load_model(model_file), version="gate")
     if not math.isfinite(det.threshold):
@@ -86,7 +86,7 @@ def check(
 ) -> GateResult:
     """Run the three checks of the module docstring; ``current`` None = nothing published yet."""
     n_holdout = len(split_holdout(len(data), config.holdout_fraction, config.seed)[1])
-    problem = _usable(candidate, data)
+    problem = usable(candidate, data)
     if problem:
         return GateResult(False, f"candidate unusable: {problem}", None, None, n_holdout)
     cand_auc = model_synthetic_auc(candidate, data, config)

@@ -1,11 +1,16 @@
-"""MONAI Label trainer: self-supervised AnatPaste training on confirmed normals, published through the gate.
+"""MONAI Label trainer: adapt the model to the site's confirmed normals, published through the gate.
 
 ``POST /train/anatpaste`` makes MONAI Label run this task's ``__call__`` in a subprocess. One run:
 
-1. collects the training normals: the datastore images reviewed ``"normal"`` plus the ``base_normals`` folder;
-2. trains with :func:`anatpaste.train.train` (fine-tuning the published model unless ``init: scratch``),
-   which refits the Gaussians and the threshold, into ``candidates/`` — never onto the published file;
-3. runs the sanity gate (:mod:`.gate`) against the published model;
+1. collects the site's normals: the datastore images reviewed ``"normal"`` plus the ``base_normals`` folder,
+   less the reviewed normals held out for the acceptance set (:mod:`.acceptance`); abnormal reviews never;
+2. builds a candidate in ``candidates/`` — never onto the published file — by the request's ``mode``:
+   ``calibrate`` (:func:`anatpaste.adapt.calibrate`, seconds), ``adapt`` (the default,
+   :func:`anatpaste.adapt.adapt`: the same code as ``anatpaste adapt``), ``finetune`` / ``scratch``
+   (:func:`anatpaste.train.train` from the published model / from scratch);
+3. runs the gate: the candidate must score sanely; ``finetune`` / ``scratch`` candidates must also keep the
+   synthetic-anomaly AUC (:mod:`.gate`); every candidate must not be worse than the published model on the
+   site's acceptance set when it has one (:mod:`.acceptance`);
 4. publishes the candidate as a new version (:meth:`.ModelStore.publish`: write, verify, rename) if it passed.
 
 A run that is killed, crashes or fails the gate changes nothing that is published.
@@ -23,11 +28,12 @@ import torch
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
 
-from anatpaste.data import find_images, load_image_set
-from anatpaste.modelfile import load_model
-from anatpaste.train import TrainConfig
+from anatpaste.adapt import MIN_NORMALS, FinetuneRecipe, adapt, calibrate
+from anatpaste.data import ImageSet, find_images, load_image_set
+from anatpaste.modelfile import load_model, save_model
+from anatpaste.train import TrainConfig, TrainProgress
 
-from . import gate
+from . import acceptance, gate
 from .config import TrainOptions
 from .model_store import ModelStore
 from .review import confirmed_normals
@@ -53,11 +59,13 @@ class AnatPasteTrain(TrainTask):
         defaults: TrainOptions,
         base_normals: Path | None = None,
         datastore: Datastore | None = None,
+        replay_normals: Path | None = None,
     ) -> None:
         super().__init__("AnatPaste self-supervised training on confirmed normals (+ base normals)")
         self.store = store
         self.defaults = defaults
         self.base_normals = base_normals
+        self.replay_normals = replay_normals
         self.datastore = datastore  # the server's, for stats(); __call__ gets the subprocess's own
         self.stats_path = store.root / STATS_FILE
 
@@ -81,9 +89,11 @@ class AnatPasteTrain(TrainTask):
 
     # ---- training subprocess -------------------------------------------------------------------------
 
-    def training_paths(self, datastore: Datastore) -> tuple[list[str], list[str], list[str]]:
-        """(all image paths, confirmed-normal ids, base-normal paths); duplicates removed."""
-        ids = confirmed_normals(datastore)
+    def training_paths(
+        self, datastore: Datastore, exclude: set[str] | None = None
+    ) -> tuple[list[str], list[str], list[str]]:
+        """(all image paths, confirmed-normal ids, base-normal paths); duplicates and ``exclude`` ids removed."""
+        ids = [i for i in confirmed_normals(datastore) if i not in (exclude or set())]
         confirmed = [datastore.get_image_uri(i) for i in ids]
         base = [str(p) for p in find_images(self.base_normals)] if self.base_normals else []
         paths = list(dict.fromkeys(p for p in [*confirmed, *base] if p))
@@ -103,6 +113,9 @@ class AnatPasteTrain(TrainTask):
 
     def _run(self, request: dict[str, Any], datastore: Datastore, stats: StatsWriter) -> dict[str, Any]:
         opts = TrainOptions.from_values(request, self.defaults)
+        mode = opts.mode
+        if mode == "finetune" and opts.init == "scratch":
+            mode = "scratch"  # the older request field still means what it meant
         clock = [time.perf_counter()]
 
         def lap() -> float:
@@ -115,81 +128,64 @@ class AnatPasteTrain(TrainTask):
         self.store.clear_candidates()
         parent = self.store.current()
         parent_payload = load_model(parent.path) if parent else None
+        if mode in ("calibrate", "adapt", "finetune") and parent_payload is None:
+            raise TrainDataError(f"mode {mode!r} needs a published model; use mode 'scratch'")
         image_size = opts.image_size or (int(parent_payload["preprocessing"]["image_size"]) if parent_payload else 256)
-        init = str(parent.path) if (opts.init == "current" and parent) else None
+        if mode in ("calibrate", "adapt"):
+            image_size = int(parent_payload["preprocessing"]["image_size"])  # the encoder's own input size
 
-        paths, confirmed_ids, base = self.training_paths(datastore)
+        accept = acceptance.acceptance_set(datastore)
+        paths, confirmed_ids, base = self.training_paths(datastore, exclude=set(accept.normal_ids))
+        minimum = MIN_NORMALS if mode in ("calibrate", "adapt") else MIN_IMAGES
         stats.update(
-            total=opts.steps,
+            mode=mode,
+            total=opts.adapt_steps if mode == "adapt" else (0 if mode == "calibrate" else opts.steps),
             new_confirmed_normals=len(confirmed_ids),
             n_base_normals=len(base),
             parent_version=parent.name if parent else None,
             image_size=image_size,
             device=device,
+            acceptance=accept.to_dict(),
         )
-        if len(paths) < MIN_IMAGES:
+        if len(paths) < minimum:
             raise TrainDataError(
-                f"{len(paths)} normal images ({len(confirmed_ids)} confirmed, {len(base)} base); need at "
-                f"least {MIN_IMAGES}: confirm more studies as normal or start the server with "
-                "--conf base_normals DIR"
+                f"{len(paths)} normal images ({len(confirmed_ids)} confirmed, {len(base)} base); mode {mode!r} needs "
+                f"at least {minimum}: confirm more studies as normal or start the server with --conf base_normals DIR"
             )
         data = load_image_set(paths, image_size, progress=False)
         seconds = {"load": lap()}
-        if len(data) < MIN_IMAGES:
-            raise TrainDataError(f"only {len(data)} of {len(paths)} images could be read; need {MIN_IMAGES}")
-        config = TrainConfig(
-            image_size=image_size,
-            steps=opts.steps,
-            batch_size=opts.batch_size,
-            lr=opts.lr,
-            seed=opts.seed,
-            eval_every=min(opts.eval_every, opts.steps),
-            checkpoint_every=0,
-            log_every=1 if device == "cpu" else 10,  # progress per step on CPU; fewer GPU syncs on CUDA
-            init_weights=init,
-        )
+        if len(data) < minimum:
+            raise TrainDataError(f"only {len(data)} of {len(paths)} images could be read; need {minimum}")
         candidate = self.store.new_candidate_path()
-        stats.update(phase="train", n_images=len(data), n_skipped=len(data.skipped))
-        processes = opts.processes or default_processes(device)
-        stats.update(processes=processes)
-        summary = run_training(
-            config,
-            data,
-            candidate,
-            device=device,
-            processes=processes,
-            stats=stats,
-            data_summary={
-                "confirmed_normals": confirmed_ids,
-                "base_normals": str(self.base_normals or ""),
-                "n_images": len(data),
-                "n_skipped": len(data.skipped),
-            },
-        )
-
+        stats.update(phase="train" if mode != "calibrate" else "calibrate", n_images=len(data),
+                     n_skipped=len(data.skipped))
+        data_summary = {
+            "confirmed_normals": confirmed_ids,
+            "base_normals": str(self.base_normals or ""),
+            "n_images": len(data),
+            "n_skipped": len(data.skipped),
+        }
+        if mode in ("calibrate", "adapt"):
+            run = self._site_candidate(mode, opts, parent_payload, data, candidate, device, stats, data_summary)
+        else:
+            run = self._train_candidate(mode, opts, image_size, parent, data, candidate, device, stats, data_summary)
         seconds["train"] = lap()
+
         stats.update(phase="gate")
         current = self.store.current()  # may differ from parent if someone rolled back meanwhile
-        verdict = gate.check(
-            candidate,
-            current.path if current else None,
-            data,
-            config,
-            min_auc=opts.gate_min_auc,
-            tolerance=opts.gate_tolerance,
-        )
+        verdict = run.pop("verdict")
+        if verdict.passed:
+            accepted = acceptance.check(str(candidate), str(current.path) if current else None, accept, datastore,
+                                        tolerance=opts.gate_tolerance)
+        else:
+            accepted = acceptance.AcceptanceVerdict(True, "not evaluated (the sanity gate refused)", None, None)
         seconds["gate"] = lap()
-        logger.info(f"sanity gate: {verdict}; seconds: {seconds}")
-        summary.pop("history", None)
-        run = {
-            "gate": verdict.to_dict(),
-            "steps": summary["steps"],
-            "selected_step": summary["selected_step"],
-            "train_seconds": summary["train_seconds"],
-            "threshold": summary["threshold"],
-            "seconds": seconds,
-        }
-        if not verdict.passed:
+        passed = verdict.passed and accepted.passed
+        reason = verdict.reason if not verdict.passed else (accepted.reason if not accepted.passed else verdict.reason)
+        gate_dict = {**verdict.to_dict(), "passed": passed, "reason": reason, "acceptance": accepted.to_dict()}
+        logger.info(f"gate: {gate_dict}; seconds: {seconds}")
+        run = {"mode": mode, "gate": gate_dict, **run, "seconds": seconds}
+        if not passed:
             stats.finish("rejected", **run, published_version=None)
             return {"published_version": None, **run}
         meta = {
@@ -200,7 +196,99 @@ class AnatPasteTrain(TrainTask):
             "options": opts.to_dict(),
             **run,
         }
-        version = self.store.publish(candidate, origin="train", meta=meta, move=True)
+        version = self.store.publish(candidate, origin=mode, meta=meta, move=True)
         stats.finish("published", **run, published_version=version.name)
         logger.info(f"published {version.name}")
         return {"published_version": version.name, **run}
+
+    def _site_candidate(
+        self,
+        mode: str,
+        opts: TrainOptions,
+        parent_payload: dict[str, Any],
+        data: ImageSet,
+        candidate: Path,
+        device: str,
+        stats: StatsWriter,
+        data_summary: dict[str, Any],
+    ) -> dict[str, Any]:
+        """``calibrate`` or ``adapt`` the published model on the site's normals into ``candidate``."""
+        if mode == "calibrate":
+            payload = calibrate(parent_payload, data, seed=opts.seed, summary=data_summary)
+            chosen = None
+        else:
+            replay = None
+            if self.replay_normals is not None:
+                replay = load_image_set(find_images(self.replay_normals), data.images.shape[-1], progress=False)
+            recipe = FinetuneRecipe(steps=opts.adapt_steps, batch_size=opts.batch_size, lr=opts.adapt_lr,
+                                    freeze=opts.adapt_freeze, seed=opts.seed,
+                                    replay_fraction=0.5 if replay is not None else 0.0)
+
+            def progress(step: int, total: int, loss: float) -> None:
+                stats.progress(TrainProgress(step, total, loss, 0.0))
+
+            res = adapt(parent_payload, data, recipe=recipe, replay=replay, device=device, progress=progress,
+                        summary=data_summary)
+            payload, chosen = res.payload, res.chosen
+            stats.update(adapt_check=res.check)
+        save_model(payload, candidate)
+        problem = gate.usable(candidate, data)
+        n = len(data)
+        verdict = gate.GateResult(problem is None, f"candidate unusable: {problem}" if problem else (
+            "calibrated on the site's normals" if mode == "calibrate" else
+            f"adapt: kept the {chosen} encoder (label-free lesion check)"), None, None, n)
+        thr = payload["threshold"]
+        return {
+            "verdict": verdict,
+            "steps": opts.adapt_steps if mode == "adapt" else 0,
+            "threshold": thr["value"],
+            "expected_fpr": thr.get("expected_fpr"),
+            "fpr_interval": thr.get("fpr_interval"),
+            "adapt_chosen": chosen,
+            "adapt_check": payload.get("adaptation", {}).get("check"),
+        }
+
+    def _train_candidate(
+        self,
+        mode: str,
+        opts: TrainOptions,
+        image_size: int,
+        parent: Any,
+        data: ImageSet,
+        candidate: Path,
+        device: str,
+        stats: StatsWriter,
+        data_summary: dict[str, Any],
+    ) -> dict[str, Any]:
+        """``finetune`` (from the published model) or ``scratch``: the core training loop, then the sanity gate."""
+        config = TrainConfig(
+            image_size=image_size,
+            steps=opts.steps,
+            batch_size=opts.batch_size,
+            lr=opts.lr,
+            seed=opts.seed,
+            eval_every=min(opts.eval_every, opts.steps),
+            checkpoint_every=0,
+            log_every=1 if device == "cpu" else 10,  # progress per step on CPU; fewer GPU syncs on CUDA
+            init_weights=str(parent.path) if (mode == "finetune" and parent) else None,
+        )
+        processes = opts.processes or default_processes(device)
+        stats.update(processes=processes)
+        summary = run_training(config, data, candidate, device=device, processes=processes, stats=stats,
+                               data_summary=data_summary)
+        current = self.store.current()
+        verdict = gate.check(
+            candidate,
+            current.path if current else None,
+            data,
+            config,
+            min_auc=opts.gate_min_auc,
+            tolerance=opts.gate_tolerance,
+        )
+        return {
+            "verdict": verdict,
+            "steps": summary["steps"],
+            "selected_step": summary["selected_step"],
+            "train_seconds": summary["train_seconds"],
+            "threshold": summary["threshold"],
+        }

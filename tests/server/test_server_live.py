@@ -19,7 +19,8 @@ from server_live import LiveServer, wait_for
 
 from monailabel_app.lib.model_store import ModelStore
 
-TRAIN = {"steps": 6, "batch_size": 4, "image_size": 64, "eval_every": 3, "gate_min_auc": 0.0, "gate_tolerance": 1.0}
+TRAIN = {"mode": "finetune", "steps": 6, "batch_size": 4, "image_size": 64, "eval_every": 3, "gate_min_auc": 0.0,
+         "gate_tolerance": 1.0}
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from server_env import make_client
 from monailabel_app.lib.model_store import ModelStore
 
 SMALL = {
+    "mode": "finetune",
     "steps": 4,
     "batch_size": 4,
     "image_size": 64,
@@ -127,7 +128,7 @@ def test_too_few_normals_is_a_clear_error(tmp_path, tiny_model):
     client, app_dir, _ = make_client(tmp_path, {"model_path": str(tiny_model)})  # no base normals
     with client:
         confirm(client, "IM-0001-0001")
-        with pytest.raises(Exception, match="need at least 4"):
+        with pytest.raises(Exception, match="needs at least 4"):
             client.post("/train/anatpaste?run_sync=true", json=SMALL)
         stats = client.get("/info/").json()["train_stats"]["anatpaste"]
         assert stats["status"] == "ERROR"

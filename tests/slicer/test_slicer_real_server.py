@@ -22,6 +22,7 @@ TIMEOUTS = Timeouts(connect=2.0, read=120.0, total=300.0)
 # A training run small enough for a 2-core CPU; the gate settings make publication certain, so that the
 # new-version path is tested every time (the gate itself is the server's tests' business).
 TINY_TRAINING = {
+    "mode": "finetune",
     "steps": 4,
     "image_size": 64,
     "batch_size": 4,

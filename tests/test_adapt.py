@@ -1,0 +1,154 @@
+"""Site adaptation on real adult films (NIH normals): calibrate keeps the encoder and picks the cross-fitted
+quantile; adapt fine-tunes gently and publishes a calibrated model either way; too few normals is a clear error."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from shared_data import SHARED_DATA
+
+from anatpaste.adapt import MIN_NORMALS, CalibrationError, FinetuneRecipe, adapt, calibrate, finetune
+from anatpaste.adapt.calibrate import crossfit_scores, crossfit_threshold, encoder_of, fold_index
+from anatpaste.adapt.finetune import cpu_bf16_supported, frozen_modules
+from anatpaste.cli import main
+from anatpaste.data import load_image_set
+from anatpaste.detector import DEFAULT_MODEL, Detector
+from anatpaste.features import extract
+from anatpaste.modelfile import dequantize_state, load_model, save_model
+from anatpaste.score import GaussianScorer
+
+NIH_NORMAL = SHARED_DATA / "nih" / "train" / "NORMAL"
+
+
+def nih_files(n: int) -> list:
+    files = sorted(NIH_NORMAL.glob("*.png"))
+    assert len(files) >= n, f"expected NIH normals under {NIH_NORMAL} (CI provides ../shared/data)"
+    return files[:n]
+
+
+@pytest.fixture(scope="module")
+def parent() -> dict:
+    return load_model(DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="module")
+def site(parent):
+    size = int(parent["preprocessing"]["image_size"])
+    return load_image_set(nih_files(40), size, progress=False)
+
+
+def test_calibrate_keeps_every_encoder_weight(parent, site):
+    out = calibrate(parent, site)
+    assert out["encoder"].keys() == parent["encoder"].keys()
+    for k, v in parent["encoder"].items():
+        w = out["encoder"][k]
+        if isinstance(v, dict):
+            assert torch.equal(w["q"], v["q"]) and torch.equal(w["scale"], v["scale"]), k
+        else:
+            assert torch.equal(w, v), k
+    assert not torch.equal(out["gaussian"]["mean"], parent["gaussian"]["mean"]), "the Gaussian was refitted"
+    assert not torch.equal(out["heatmap"]["mean"], parent["heatmap"]["mean"]), "the heatmap Gaussians were refitted"
+
+
+def test_calibrated_threshold_is_the_crossfitted_order_statistic(parent, site):
+    out = calibrate(parent, site, quantile=0.9, seed=3)
+    thr = out["threshold"]
+    n = len(site)
+    k = math.ceil(0.9 * (n + 1))
+    assert thr["n"] == n and thr["k"] == k
+    assert thr["value"] == pytest.approx(sorted(thr["crossfit_scores"])[k - 1])
+    # Each cross-fitted score comes from a Gaussian fitted without that image's fold: recompute one fold.
+    det = Detector(parent, version="t")
+    emb = extract(det.encoder, site.images, det.mean, det.std)[0]
+    fold = fold_index(n, min(n, 20), seed=3)
+    inside = torch.from_numpy(fold == 0)
+    expect = GaussianScorer.fit(emb[~inside]).score(emb[inside]).numpy()
+    got = crossfit_scores(emb, seed=3)[fold == 0]
+    np.testing.assert_allclose(got, expect, rtol=1e-5)
+    # Stored scores are not the in-sample ones (those are smaller: the Gaussian saw them).
+    in_sample = GaussianScorer.fit(emb).score(emb).numpy()
+    assert np.median(thr["crossfit_scores"]) > np.median(in_sample)
+    lo, hi = thr["fpr_interval"]
+    assert 0 < lo < thr["expected_fpr"] < hi < 1
+    assert "cross-fitted" in thr["how"]
+
+
+def test_crossfit_threshold_interval_narrows_with_more_normals():
+    rng = np.random.default_rng(0)
+    small, large = crossfit_threshold(rng.normal(size=25), 0.95), crossfit_threshold(rng.normal(size=400), 0.95)
+    width = [t.fpr_interval[1] - t.fpr_interval[0] for t in (small, large)]
+    assert width[1] < width[0] / 2
+    assert small.expected_fpr <= 0.05 + 1e-9 and large.expected_fpr <= 0.05 + 1e-9
+
+
+def test_calibrate_refuses_fewer_than_the_minimum(parent, site):
+    with pytest.raises(CalibrationError, match=str(MIN_NORMALS)):
+        calibrate(parent, site.subset(list(range(MIN_NORMALS - 1))))
+
+
+def test_cli_calibrate_lists_unreadable_files_and_prints_one_json_line(tmp_path, capsys):
+    folder = tmp_path / "site"
+    folder.mkdir()
+    for p in nih_files(12):
+        (folder / p.name).write_bytes(p.read_bytes())
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    out = tmp_path / "site.pt"
+    assert main(["calibrate", "--normal", str(folder), "--output", str(out)]) == 0
+    captured = capsys.readouterr()
+    line = json.loads(captured.out.strip().splitlines()[-1])
+    assert line["n_images"] == 12 and line["n_skipped"] == 1
+    assert "broken.png" in captured.err
+    assert line["target_fpr"] == pytest.approx(0.05)
+    assert line["fpr_interval"][0] < line["expected_fpr"] < line["fpr_interval"][1]
+    assert line["model_version"] == Detector.load(out).version
+    assert load_model(out)["calibration"]["skipped"] == [str(folder / "broken.png")]
+
+
+def test_cli_calibrate_with_too_few_normals_is_a_clear_error(tmp_path, capsys):
+    folder = tmp_path / "few"
+    folder.mkdir()
+    for p in nih_files(5):
+        (folder / p.name).write_bytes(p.read_bytes())
+    assert main(["calibrate", "--normal", str(folder), "--output", str(tmp_path / "x.pt")]) == 2
+    assert f"at least {MIN_NORMALS}" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_finetune_trains_only_the_unfrozen_layers(parent, site, precision):
+    if precision == "bf16" and not cpu_bf16_supported():
+        pytest.fail("this CI machine's CPU has native bf16 (avx512_bf16); the bf16 path must be tested here")
+    state = dequantize_state(parent["encoder"])
+    recipe = FinetuneRecipe(steps=3, batch_size=8, freeze="layer2", precision=precision, lr=0.01)
+    enc = finetune(state, site, recipe, replay=site.subset(list(range(10))))
+    ref = encoder_of(parent)
+    frozen = {id(p) for m in frozen_modules(enc, "layer2") for p in m.parameters()}
+    new, old = dict(enc.named_parameters()), dict(ref.named_parameters())
+    changed = [k for k in new if not torch.equal(new[k], old[k])]
+    assert changed and all(id(new[k]) not in frozen for k in changed)
+    assert all(k.startswith(("layer3", "layer4")) for k in changed), changed
+    # Frozen BatchNorm keeps its running statistics too.
+    assert torch.equal(enc.layer2[0].bn1.running_mean, ref.layer2[0].bn1.running_mean)
+
+
+def test_adapt_publishes_a_calibrated_model_and_says_why(parent, site, tmp_path):
+    res = adapt(parent, site, recipe=FinetuneRecipe(steps=4, batch_size=8))
+    assert res.chosen in ("finetuned", "calibrated")
+    check = res.check
+    assert check["n_check"] + check["n_finetune"] == len(site)
+    assert set(check["calibrated"]) == {"opacity", "nodules", "haze", "mean"}
+    better = check["finetuned"]["mean"] > check["calibrated"]["mean"] + check["margin"]
+    assert (res.chosen == "finetuned") == better
+    assert res.payload is (res.finetuned if better else res.calibrated)
+    for p in (res.calibrated, res.finetuned):
+        assert p["threshold"]["n"] == len(site) and p["adaptation"]["check"]["chosen"] == res.chosen
+    assert all(torch.equal(res.calibrated["encoder"][k]["q"], v["q"])
+               for k, v in parent["encoder"].items() if isinstance(v, dict))
+    out = save_model(res.payload, tmp_path / "adapted.pt")
+    img = site.images[0, 0].float().numpy() / 255.0
+    r = Detector.load(out).score(img)
+    assert math.isfinite(r.score) and r.heatmap.shape == img.shape
