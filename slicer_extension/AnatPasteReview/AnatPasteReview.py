@@ -53,7 +53,7 @@ class AnatPasteReviewParameterNode:
     radiograph: slicer.vtkMRMLScalarVolumeNode
     heatmapOpacity: Annotated[float, WithinRange(0.0, 1.0), Default(0.5)]
     showLungs: Annotated[bool, Default(True)]
-    trainSteps: Annotated[int, WithinRange(1, 100000), Default(200)]
+    trainSteps: Annotated[int, WithinRange(1, 100000), Default(300)]
 
 
 class AnatPasteReviewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -69,6 +69,7 @@ class AnatPasteReviewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         "normalButton": "confirm_normal",
         "abnormalButton": "confirm_abnormal",
         "trainButton": "start_training",
+        "calibrateButton": "start_calibration",
         "stopTrainingButton": "stop_training",
     }
     LABELS = {
@@ -130,10 +131,12 @@ class AnatPasteReviewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ui.rescoreButton.connect("clicked(bool)", lambda: self._do(session.score))
         ui.normalButton.connect("clicked(bool)", lambda: self._do(session.confirm, "normal"))
         ui.abnormalButton.connect("clicked(bool)", lambda: self._do(session.confirm, "abnormal"))
+        # Retrain = the server's adapt (calibrate, fine-tune, keep the fine-tune only if a check agrees).
         ui.trainButton.connect(
             "clicked(bool)",
-            lambda: self._do(session.start_training, {"steps": self._parameterNode.trainSteps}),
+            lambda: self._do(session.start_training, {"mode": "adapt", "adapt_steps": self._parameterNode.trainSteps}),
         )
+        ui.calibrateButton.connect("clicked(bool)", lambda: self._do(session.start_training, {"mode": "calibrate"}))
         ui.stopTrainingButton.connect("clicked(bool)", lambda: self._do(session.stop_training))
 
     def cleanup(self):

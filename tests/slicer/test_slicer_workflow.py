@@ -166,9 +166,42 @@ def test_score_and_training_texts():
     assert training_text(None) == "No training yet."
     t = TrainingStatus(status="RUNNING", step=20, total=200, loss=0.4567, synthetic_auc=0.912)
     assert training_text(t) == "Training - step 20/200 - loss 0.457 - synthetic-anomaly AUC 0.912"
-    assert "failed the sanity gate" in training_text(TrainingStatus(status="DONE", outcome="rejected"))
+    assert "failed the gate" in training_text(TrainingStatus(status="DONE", outcome="rejected"))
     assert training_text(TrainingStatus(status="DONE", published_version="v3")).endswith("published v3")
     assert training_text(TrainingStatus(status="ERROR", message="boom")) == "Training failed: boom"
+
+
+def test_site_adaptation_texts_show_the_verdict_and_its_figures():
+    cal = TrainingStatus(status="DONE", mode="calibrate", published_version="calibrate-1", expected_fpr=0.0486,
+                         fpr_interval=(0.0258, 0.0771))
+    assert training_text(cal) == (
+        "Calibration finished - published calibrate-1 - expected false-positive rate 4.9 % (90 %: 2.6-7.7 %)"
+    )
+    assert training_text(TrainingStatus(status="RUNNING", mode="calibrate")) == "Calibrating"
+    adapted = TrainingStatus(status="DONE", mode="adapt", step=300, total=300, published_version="adapt-2",
+                             adapt_chosen="calibrated", acceptance_auc=0.81, acceptance_published_auc=0.78)
+    text = training_text(adapted)
+    assert text.startswith("Training finished (adapt) - step 300/300 - published adapt-2")
+    assert "fine-tune not better: calibrated only" in text
+    assert text.endswith("acceptance-set AUC 0.810 vs published 0.780")
+    refused = TrainingStatus(status="DONE", mode="adapt", outcome="rejected", acceptance_auc=0.6,
+                             acceptance_published_auc=0.8, gate_reason="acceptance set: AUC 0.600 is worse")
+    text = training_text(refused)
+    assert "failed the gate (acceptance set: AUC 0.600 is worse); the published model is unchanged" in text
+    assert "published adapt" not in text
+
+
+def test_training_status_reads_the_gate_verdict_from_train_stats():
+    stats = {"status": "DONE", "outcome": "rejected", "mode": "calibrate", "expected_fpr": 0.05,
+             "fpr_interval": [0.02, 0.08], "adapt_chosen": None,
+             "gate": {"passed": False, "reason": "acceptance set: worse",
+                      "acceptance": {"candidate": {"auc": 0.5}, "current": {"auc": 0.9}}}}
+    t = TrainingStatus.from_json(stats)
+    assert (t.mode, t.gate_reason, t.acceptance_auc, t.acceptance_published_auc) == (
+        "calibrate", "acceptance set: worse", 0.5, 0.9)
+    assert t.fpr_interval == (0.02, 0.08) and t.expected_fpr == 0.05
+    odd = TrainingStatus.from_json({"status": "DONE", "gate": "no", "fpr_interval": [1]})
+    assert odd.gate_reason is None and odd.fpr_interval is None
 
 
 def test_poll_interval_fast_while_training():

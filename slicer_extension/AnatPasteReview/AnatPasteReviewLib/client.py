@@ -92,6 +92,13 @@ class TrainingStatus:
     outcome: str | None = None
     phase: str | None = None
     message: str | None = None
+    mode: str | None = None  # calibrate, adapt, finetune, scratch
+    gate_reason: str | None = None  # the gate's verdict in words
+    acceptance_auc: float | None = None  # candidate's AUC on the site's acceptance set (reviewed studies)
+    acceptance_published_auc: float | None = None  # the published model's, on the same studies
+    expected_fpr: float | None = None  # share of new normals expected above the new threshold
+    fpr_interval: tuple[float, float] | None = None  # 90 % interval of that share
+    adapt_chosen: str | None = None  # adapt: "finetuned" or "calibrated" encoder
 
     @property
     def running(self) -> bool:
@@ -113,6 +120,8 @@ class TrainingStatus:
         """
         stats = {**(stats if isinstance(stats, dict) else {}), **(task if isinstance(task, dict) else {})}
         status = str(stats.get("status") or "NONE").upper()
+        gate = _dict(stats.get("gate"))
+        acceptance = _dict(gate.get("acceptance"))
         message = _opt_str(stats.get("error"))
         details = stats.get("details") or []
         if message is None and status == "ERROR" and isinstance(details, list) and details:
@@ -128,6 +137,13 @@ class TrainingStatus:
             outcome=_opt_str(stats.get("outcome")),
             phase=_opt_str(stats.get("phase")),
             message=message,
+            mode=_opt_str(stats.get("mode")),
+            gate_reason=_opt_str(gate.get("reason")),
+            acceptance_auc=_opt_float(_dict(acceptance.get("candidate")).get("auc")),
+            acceptance_published_auc=_opt_float(_dict(acceptance.get("current")).get("auc")),
+            expected_fpr=_opt_float(stats.get("expected_fpr")),
+            fpr_interval=_opt_pair(stats.get("fpr_interval")),
+            adapt_chosen=_opt_str(stats.get("adapt_chosen")),
         )
 
 
@@ -632,6 +648,18 @@ def _short(value: Any, limit: int = 200) -> str:
     text = value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _dict(v: Any) -> dict:
+    return v if isinstance(v, dict) else {}
+
+
+def _opt_pair(v: Any) -> tuple[float, float] | None:
+    if isinstance(v, (list, tuple)) and len(v) == 2:
+        a, b = _opt_float(v[0]), _opt_float(v[1])
+        if a is not None and b is not None:
+            return a, b
+    return None
 
 
 def _opt_float(v: Any) -> float | None:

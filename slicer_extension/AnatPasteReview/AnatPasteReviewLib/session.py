@@ -372,7 +372,8 @@ class ReviewSession:
 def _training_end_message(info: ServerInfo) -> str:
     t = info.training
     if t.status == "DONE" and t.outcome == "rejected":
-        return "Training finished, but the new model failed the sanity gate: the published model is unchanged."
+        why = f" ({t.gate_reason})" if t.gate_reason else ""
+        return f"Training finished, but the new model failed the gate{why}: the published model is unchanged."
     if t.status == "DONE":
         return f"Training finished; model {t.published_version or info.model_version or '?'} is published."
     if t.status == "STOPPED":

@@ -100,6 +100,7 @@ class Controls:
     confirm_normal: bool
     confirm_abnormal: bool
     start_training: bool
+    start_calibration: bool
     stop_training: bool
     rescore: bool
     server_text: str
@@ -135,6 +136,7 @@ def controls(state: ReviewState) -> Controls:
         confirm_normal=can_review and state.review != "normal",
         confirm_abnormal=can_review and state.review != "abnormal",
         start_training=train_ok,
+        start_calibration=train_ok,
         stop_training=ready and state.training_running and STOP not in busy and TRAIN not in busy,
         rescore=can_score and new_version is not None,
         server_text=_server_text(state),
@@ -213,9 +215,12 @@ def _review_text(state: ReviewState) -> str:
 
 
 def training_text(t: TrainingStatus | None) -> str:
-    """One line: status, step/total, loss, synthetic-anomaly AUC."""
+    """One line: what ran, status, step/total, loss, synthetic-anomaly AUC; when done the gate's verdict with its
+    figures and the false-positive rate expected at the new threshold."""
     if t is None or t.status == "NONE":
         return "No training yet."
+    if t.mode == "calibrate":
+        return _calibration_text(t)
     words = {
         "SUBMITTED": "Training queued",
         "RUNNING": "Training",
@@ -231,14 +236,46 @@ def training_text(t: TrainingStatus | None) -> str:
         parts.append(f"loss {t.loss:.3f}")
     if t.synthetic_auc is not None:
         parts.append(f"synthetic-anomaly AUC {t.synthetic_auc:.3f}")
-    if t.status == "DONE" and t.outcome == "rejected":
-        parts.append("the new model failed the sanity gate; the published model is unchanged")
-    elif t.status == "DONE" and t.published_version:
-        parts.append(f"published {t.published_version}")
+    if t.mode:
+        parts[0] += f" ({t.mode})"
+    parts += _verdict_parts(t)
     text = " - ".join(parts)
     if t.status in ("ERROR", "INTERRUPTED") and t.message:
         text += f": {t.message}"
     return text
+
+
+def _calibration_text(t: TrainingStatus) -> str:
+    words = {"SUBMITTED": "Calibration queued", "RUNNING": "Calibrating", "DONE": "Calibration finished",
+             "ERROR": "Calibration failed", "STOPPED": "Calibration stopped", "INTERRUPTED": "Calibration interrupted"}
+    text = " - ".join([words.get(t.status, f"Calibration {t.status.lower()}"), *_verdict_parts(t)])
+    if t.status in ("ERROR", "INTERRUPTED") and t.message:
+        text += f": {t.message}"
+    return text
+
+
+def _verdict_parts(t: TrainingStatus) -> list[str]:
+    """The gate's verdict of a finished run, with the figures a reviewer can weigh."""
+    if t.status != "DONE":
+        return []
+    parts = []
+    if t.outcome == "rejected":
+        why = f" ({t.gate_reason})" if t.gate_reason else ""
+        parts.append(f"the new model failed the gate{why}; the published model is unchanged")
+    elif t.published_version:
+        parts.append(f"published {t.published_version}")
+        if t.adapt_chosen:
+            parts.append("fine-tuned encoder kept" if t.adapt_chosen == "finetuned"
+                         else "fine-tune not better: calibrated only")
+        if t.expected_fpr is not None:
+            fpr = f"expected false-positive rate {100 * t.expected_fpr:.1f} %"
+            if t.fpr_interval:
+                fpr += f" (90 %: {100 * t.fpr_interval[0]:.1f}-{100 * t.fpr_interval[1]:.1f} %)"
+            parts.append(fpr)
+    if t.acceptance_auc is not None:
+        vs = f" vs published {t.acceptance_published_auc:.3f}" if t.acceptance_published_auc is not None else ""
+        parts.append(f"acceptance-set AUC {t.acceptance_auc:.3f}{vs}")
+    return parts
 
 
 def poll_interval(state: ReviewState) -> float | None:
