@@ -29,7 +29,7 @@ from monailabel_app.lib.model_store import ModelStore, file_sha256
 
 IMAGE = "IM-0001-0001"
 CONF = {"gate_min_auc": "0.0", "gate_tolerance": "1.0"}  # the gate's usability check decides, not AUC noise
-LONG_TRAIN = {"steps": 100000, "eval_every": 100000, "batch_size": 4, "image_size": 64}
+LONG_TRAIN = {"mode": "finetune", "steps": 100000, "eval_every": 100000, "batch_size": 4, "image_size": 64}
 
 
 @pytest.fixture(scope="module")
