@@ -82,8 +82,7 @@ class AnatPasteApp(MONAILabelApp):
 
     def _model_upload(self) -> ModelUpload:
         """``PUT /model/anatpaste``: gated on the normals a training would use now (:mod:`lib.model_upload`)."""
-        trainer = self._trainers[MODEL]
-        return ModelUpload(self.store, lambda: trainer.training_paths(self.datastore())[0], self.config.train)
+        return ModelUpload(self.store, self._trainers[MODEL], self.datastore, self.config.train)
 
     def init_datastore(self) -> Datastore:
         if self.studies.startswith(("http://", "https://")):

@@ -347,6 +347,7 @@ def test_the_model_is_replaced_only_by_an_admin_through_the_gate_as_a_new_versio
     answer = r.json()
     assert answer["previous"] == published.name
     assert answer["version"] != published.name and answer["gate"]["passed"] is True
+    assert answer["gate"]["acceptance"]["passed"] is True  # not active yet: no reviewed abnormals here
     assert server.store.current().name == answer["version"]
     assert file_sha256(server.store.current().path) == file_sha256(server.tmp / "variant.pt")
     assert file_sha256(published.path) == published_sha  # the earlier version is kept, unchanged
