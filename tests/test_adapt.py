@@ -152,3 +152,19 @@ def test_adapt_publishes_a_calibrated_model_and_says_why(parent, site, tmp_path)
     img = site.images[0, 0].float().numpy() / 255.0
     r = Detector.load(out).score(img)
     assert math.isfinite(r.score) and r.heatmap.shape == img.shape
+
+
+def test_cli_adapt_writes_a_model_and_one_json_line(tmp_path, capsys):
+    folder = tmp_path / "site"
+    folder.mkdir()
+    for p in nih_files(12):
+        (folder / p.name).write_bytes(p.read_bytes())
+    out = tmp_path / "adapted.pt"
+    argv = ["adapt", "--normal", str(folder), "--output", str(out), "--steps", "2", "--replay", str(folder)]
+    assert main(argv) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["chosen"] in ("finetuned", "calibrated") and line["n_images"] == 12
+    assert set(line["check"]) == {"calibrated", "finetuned"}
+    payload = load_model(out)
+    assert payload["adaptation"]["recipe"]["steps"] == 2 and payload["adaptation"]["n_replay"] == 12
+    assert line["model_version"] == Detector.load(out).version
