@@ -165,7 +165,7 @@ class AnatPasteDICOMwebDatastore(AnatPasteLocalDatastore):
     def get_image_info(self, image_id: str) -> dict[str, Any]:
         self._fresh()
         obj = self._datastore.objects.get(image_id)
-        return dict(obj.image.info) if obj else {}
+        return self._without_paths(dict(obj.image.info)) if obj else {}
 
     # ---- nothing goes back to the archive ------------------------------------------------------------
 

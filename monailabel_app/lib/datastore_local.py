@@ -163,11 +163,24 @@ class AnatPasteLocalDatastore(LocalDatastore):
         self._fresh()
         info = super().get_image_info(image_id)
         info.pop("path", None)  # the server's file layout is not the clients' business
-        return info
+        return self._without_paths(info)
 
     def json(self) -> dict[str, Any]:
         self._fresh()
-        return super().json()
+        data = super().json()
+        for obj in data.get("objects", {}).values():
+            self._without_paths(obj.get("image", {}).get("info", {}))
+        return data
+
+    def _without_paths(self, info: dict[str, Any]) -> dict[str, Any]:
+        """``anomaly_error`` without the datastore's folder: scoring names images by id now, but errors stored
+        by earlier versions named the file by its server path (kept until the next model version)."""
+        error = info.get("anomaly_error")
+        if isinstance(error, str):
+            for root in {self._datastore_path, os.path.realpath(self._datastore_path)}:
+                error = error.replace(os.path.join(root, ""), "").replace(root, "")
+            info["anomaly_error"] = error
+        return info
 
     def update_image_info(self, image_id: str, info: dict[str, Any]) -> None:
         self.update_image_infos({image_id: info})

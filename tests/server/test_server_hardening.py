@@ -196,6 +196,15 @@ def test_answers_do_not_reveal_server_paths(server):
     r = server.client.post("/activelearning/most_anomalous", json={}, headers=server.user)
     assert r.status_code == 200 and r.json()["id"], r.text
     assert "path" not in r.json() and root not in r.text, r.text
+    # An error stored by an earlier version of the app named the file by its server path.
+    config = server.studies / "datastore_v2.json"
+    data = json.loads(config.read_text())
+    data["objects"]["junk"]["image"]["info"]["anomaly_error"] = f"UnreadableImageError: {server.studies}/junk.png: x"
+    tmp = config.with_name(".datastore_v2.json.test")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, config)
+    assert info(server, "junk")["anomaly_error"] == "UnreadableImageError: junk.png: x"
+    assert root not in server.client.get("/datastore/?output=all", headers=server.user).text
 
 
 # ---- 4: temporary files of refused uploads --------------------------------------------------------------
