@@ -137,9 +137,75 @@ def run(args: argparse.Namespace) -> dict:
                                                          "chosen", "seconds")}), flush=True)
             results["rows"] += rows
             write_results(Path(args.results), results)  # after every draw: a stopped run keeps what it did
-    results["summary"] = summarise(results["rows"])
-    write_results(Path(args.results), results)
+    finish(results, Path(args.results))
     return results
+
+
+def finish(results: dict, path: Path) -> None:
+    """Summary, the check's agreement with the real AUC, the plot."""
+    results["summary"] = summarise(results["rows"])
+    results["check_agreement"] = check_agreement(results["rows"])
+    write_results(path, results)
+    plot(results, path.with_suffix(".png"))
+
+
+def check_agreement(rows: list[dict]) -> dict:
+    """How often the label-free check picked the encoder with the better real test AUC (a tie: within 0.005)."""
+    cal = {(r["site"], r["draw"], r.get("budget")): r["auc"] for r in rows if r["method"] == "calibrate"}
+    cases = []
+    for r in rows:
+        if r["method"] != "finetune-gentle":
+            continue
+        key = (r["site"], r["draw"], r.get("budget"))
+        real_gain = round(r["auc"] - cal[key], 4)
+        chose_ft = r["check"]["chosen"] == "finetuned"
+        agrees = abs(real_gain) <= 0.005 or (real_gain > 0) == chose_ft
+        cases.append({"site": key[0], "draw": key[1], "budget": key[2], "real_auc_gain": real_gain,
+                      "check_gain": round(r["check"]["finetuned"]["mean"] - r["check"]["calibrated"]["mean"], 4),
+                      "chose_finetuned": chose_ft, "agrees": agrees})
+    return {"n": len(cases), "agree": sum(c["agrees"] for c in cases), "cases": cases,
+            "how": "agree = the check kept the fine-tune and it had the higher test AUC, or it kept the calibrated "
+                   "encoder and the fine-tune was not higher; a real difference within 0.005 counts as a tie"}
+
+
+def plot(results: dict, path: Path) -> None:
+    """AUC against the number of local normals, one line per method (mean, min-max band), one panel per site."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = results.get("summary") or summarise(results["rows"])
+    sites = list(dict.fromkeys(e["site"] for e in summary))
+    fig, axes = plt.subplots(1, len(sites), figsize=(4.2 * len(sites), 3.6), squeeze=False, sharey=True)
+    styles = {"zero-shot": ("grey", "--"), "calibrate": ("tab:blue", "-"), "finetune-gentle": ("tab:orange", ":"),
+              "adapt": ("tab:green", "-"), "finetune-server-old": ("tab:red", "none")}
+    for ax, site in zip(axes[0], sites, strict=True):
+        entries = [e for e in summary if e["site"] == site]
+        xmax = max(e["n_local"] for e in entries)
+        for method, (colour, line) in styles.items():
+            es = sorted((e for e in entries if e["method"] == method), key=lambda e: e["n_local"])
+            if not es:
+                continue
+            if method == "zero-shot":
+                ax.axhline(es[0]["auc"]["mean"], color=colour, ls=line, label=method)
+                continue
+            x = [e["n_local"] for e in es]
+            y = [e["auc"]["mean"] for e in es]
+            lo, hi = [e["auc"]["min"] for e in es], [e["auc"]["max"] for e in es]
+            ax.errorbar(x, y, yerr=[np.subtract(y, lo), np.subtract(hi, y)], color=colour, ls=line,
+                        marker="o", capsize=3, label=method)
+        ax.set_title(site)
+        ax.set_xlabel("local normals")
+        ax.set_xlim(0, xmax * 1.08)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test AUC (mean, min-max over draws)")
+    axes[0][-1].legend(fontsize=8, loc="lower right")
+    fig.suptitle("Shipped model at adult sites", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(json.dumps({"written": str(path)}))
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -173,7 +239,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--server-old-draws", type=int, default=1, help="draws of the slow old server retrain")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--results", default=str(RESULTS))
-    run(p.parse_args(argv))
+    p.add_argument("--plot-only", action="store_true",
+                   help="recompute summary, check agreement and PNG of an existing results file")
+    args = p.parse_args(argv)
+    if args.plot_only:
+        finish(json.loads(Path(args.results).read_text()), Path(args.results))
+        return
+    run(args)
 
 
 if __name__ == "__main__":

@@ -17,13 +17,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from anatpaste.data import ImageSet
-from anatpaste.features import normalise_input
 from anatpaste.model import AnatPasteNet
 from anatpaste.model.resnet import ResNet18Encoder
 from anatpaste.paste import AnatPaste
+from anatpaste.train.step import pretext_step
 
 FREEZE_LEVELS = ("none", "stem", "layer1", "layer2", "layer3")
 
@@ -150,14 +149,7 @@ def finetune(
             ms.append(lungs[idx])
         x = torch.cat(xs).float() / 255.0
         xp = paster(x, torch.cat(ms), generator=gen)
-        batch = normalise_input(torch.cat([x, xp]), *norm)
-        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=bf16):
-            _, logits = net(batch)
-            loss = F.cross_entropy(logits.float(), labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+        loss = pretext_step(net, x, xp, labels, opt, sched, norm, bf16)
         if progress is not None:
             progress(step, recipe.steps, float(loss.detach()))
     return net.encoder.cpu().to(memory_format=torch.contiguous_format).eval()

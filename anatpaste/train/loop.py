@@ -14,12 +14,11 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from anatpaste import __version__
 from anatpaste.data import ImageSet
-from anatpaste.features import autocast_for, extract, normalise_input
+from anatpaste.features import extract
 from anatpaste.model import AnatPasteNet
 from anatpaste.modelfile import save_model
 from anatpaste.paste import AnatPaste
@@ -27,6 +26,7 @@ from anatpaste.preprocess import NORM_MEAN, NORM_STD
 from anatpaste.train.config import TrainConfig
 from anatpaste.train.export import build_payload, load_init_weights
 from anatpaste.train.selection import classifier_auc, evaluation_sets, gaussian_auc, split_holdout
+from anatpaste.train.step import pretext_step
 
 
 @dataclass
@@ -184,14 +184,7 @@ def train(
         idx = torch.randint(0, images.shape[0], (b,), device=dev, generator=gen)
         x = images[idx].float() / 255.0
         xp = paster(x, lungs[idx], generator=gen)
-        batch = normalise_input(torch.cat([x, xp]), NORM_MEAN, NORM_STD)
-        with autocast_for(dev):
-            _, logits = step_net(batch)
-            loss = F.cross_entropy(logits.float(), labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+        loss = pretext_step(step_net, x, xp, labels, opt, sched, (NORM_MEAN, NORM_STD), bf16=dev.type == "cuda")
         is_eval = rank == 0 and bool(config.eval_every) and (step % config.eval_every == 0 or step == config.steps)
         log_now = is_eval or step % config.log_every == 0 or step == config.steps
         if log_now:
