@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
-from anatpaste.errors import AnatPasteError, RadiographError
+from anatpaste.errors import AnatPasteError, NotAChestRadiographError, RadiographError
 
 if TYPE_CHECKING:  # the commands import their heavy modules lazily
     from anatpaste.data import ImageSet
@@ -159,7 +159,10 @@ def _score_rows(args: argparse.Namespace) -> list[dict]:
             rg = read_radiograph(p)
             res = det.score(rg.pixels, maps=want_maps)
         except RadiographError as err:
-            rows.append({"path": str(p), "error": f"{type(err).__name__}: {err}"})
+            row = {"path": str(p), "error": f"{type(err).__name__}: {err}"}
+            if isinstance(err, NotAChestRadiographError):  # machine-readable: modality, lateral, body_part, ...
+                row["reason"] = err.reason
+            rows.append(row)
             continue
         rows.append({"path": str(p), **res.to_json()})
         if want_maps:
@@ -178,7 +181,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
             json.dump(rows, out, indent=1)
             out.write("\n")
         else:
-            fields = ["path", "score", "threshold", "label", "model_version", "error"]
+            fields = ["path", "score", "threshold", "label", "model_version", "error", "reason"]
             w = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore")
             w.writeheader()
             w.writerows(rows)

@@ -29,5 +29,39 @@ class ImageTooLargeError(RadiographError):
     """More pixels or bytes than the reader accepts (protects the server's memory)."""
 
 
+class NotAChestRadiographError(RadiographError):
+    """Readable, but not a frontal chest radiograph: a CT slice, a lateral view, a knee film, ...
+
+    ``reason`` is a short machine-readable word (one of :data:`NOT_A_CHEST_REASONS`) that callers can
+    store or branch on instead of parsing the message; ``detail`` is what was seen (e.g. the modality).
+    """
+
+    def __init__(self, message: str, *, reason: str, detail: str | None = None) -> None:
+        if reason not in NOT_A_CHEST_REASONS:
+            raise ValueError(f"unknown reason {reason!r}; expected one of {sorted(NOT_A_CHEST_REASONS)}")
+        super().__init__(message)
+        self.reason = reason
+        self.detail = detail
+
+    def __reduce__(self):  # keyword-only arguments: keep the error picklable (worker processes)
+        return _rebuild_not_a_chest, (str(self), self.reason, self.detail)
+
+
+# The reasons an input gate may give, with what each means (docs/input-gate.md has the rules).
+NOT_A_CHEST_REASONS: dict[str, str] = {
+    "modality": "the DICOM Modality is not projection radiography (CT, MR, NM, US, ...)",
+    "lateral": "a lateral view; only frontal (PA/AP) films are scored",
+    "oblique": "an oblique view; only frontal (PA/AP) films are scored",
+    "body_part": "the DICOM Body Part Examined names a region other than the chest",
+    "orientation": "the header says the film is rotated or upside down",
+    "inverted": "the grey scale is inverted (bones dark, lungs bright)",
+    "no_lungs": "no plausible pair of lung fields was found",
+}
+
+
+def _rebuild_not_a_chest(message: str, reason: str, detail: str | None) -> NotAChestRadiographError:
+    return NotAChestRadiographError(message, reason=reason, detail=detail)
+
+
 class ModelFileError(AnatPasteError, ValueError):
     """A model file that is missing, corrupt, or of an incompatible version."""

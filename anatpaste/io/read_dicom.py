@@ -30,6 +30,7 @@ from anatpaste.errors import (
     UnsupportedImageError,
 )
 from anatpaste.image import as_unit_image
+from anatpaste.io.dicom_gate import check_dicom_header
 from anatpaste.io.grey import colour_to_grey
 from anatpaste.io.radiograph import Radiograph
 
@@ -72,6 +73,8 @@ def read_dicom(path: str | os.PathLike, *, max_pixels: int, force: bool = False)
     Raises:
         UnreadableImageError: not DICOM, truncated, or pixel data that cannot be decoded.
         NoPixelDataError: no pixel data element.
+        NotAChestRadiographError: the DICOM header says it is no frontal chest film (a CT, a lateral
+            view, a knee, ...): see :mod:`anatpaste.io.dicom_gate`.
         UnsupportedImageError: several frames, more than one sample that is not grey RGB/YBR.
         ImageTooLargeError: more than ``max_pixels`` pixels.
         ImageTooSmallError: a side shorter than the image contract allows.
@@ -92,6 +95,7 @@ def _radiograph(ds: Dataset, path: str, *, max_pixels: int, forced: bool) -> Rad
     """Check what the header promises, then decode; see :func:`read_dicom`."""
     if forced and not _looks_like_image_object(ds):
         raise UnreadableImageError(f"{path}: not a DICOM file (no DICOM header found)")
+    check_dicom_header(ds, path)  # before decoding: a CT or a lateral is refused by its header alone
     if not any(kw in ds for kw in _PIXEL_KEYWORDS):
         # pydicom 2.x stops quietly at the end of a cut file: tell a truncated image from a header-only one.
         if _parse_stopped_early(ds, os.path.getsize(path)):

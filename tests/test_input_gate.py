@@ -1,0 +1,245 @@
+"""The input gate: DICOM objects whose header says they are no frontal chest film are refused with a reason.
+
+Real files only: pydicom's own test files (CT, MR, NM, US, SEG, SR, RT), the real chest DICOMs in
+../shared/data/dicom, and copies of a real chest film with one header value edited.
+"""
+
+from __future__ import annotations
+
+import csv
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+from shared_data import SHARED_DATA, zhang_files
+
+from anatpaste.errors import NOT_A_CHEST_REASONS, NotAChestRadiographError, RadiographError
+from anatpaste.io import read_radiograph
+
+# Free-text values such as "left lateral" are invalid for the CS VR, which is the point: pydicom warns.
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:pydicom")
+
+DICOM_DIR = SHARED_DATA / "dicom"
+REAL_CHEST = DICOM_DIR / "RG1_UNCR.dcm"  # CR chest PA: Modality CR, View Position PA, Body Part CHEST
+
+# pydicom test files that decode to an image (or a header) but are no chest radiograph, with their Modality.
+NON_CHEST_TEST_FILES = {
+    "CT_small.dcm": "CT",
+    "693_J2KI.dcm": "CT",
+    "MR_small.dcm": "MR",
+    "MR_small_RLE.dcm": "MR",
+    "JPEG2000.dcm": "NM",
+    "JPGExtended.dcm": "NM",
+    "ExplVR_BigEnd.dcm": "US",
+    "liver_1frame.dcm": "SEG",
+    "reportsi.dcm": "SR",
+    "rtdose_1frame.dcm": "RTDOSE",
+    "rtplan.dcm": "RTPLAN",
+    "rtstruct.dcm": "RTSTRUCT",
+}
+
+
+def pydicom_file(name: str) -> Path:
+    path = get_testdata_file(name)
+    assert path is not None, f"pydicom test file {name} is missing from the installed pydicom"
+    return Path(path)
+
+
+def edited_copy(tmp_path: Path, name: str = "edited.dcm", **elements: object) -> Path:
+    """A copy of the real CR chest film with header elements set (value None deletes the element)."""
+    ds = pydicom.dcmread(REAL_CHEST)
+    for keyword, value in elements.items():
+        if value is None:
+            if keyword in ds:
+                delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    out = tmp_path / name
+    ds.save_as(out)
+    return out
+
+
+def refusal(path: Path) -> NotAChestRadiographError:
+    with pytest.raises(NotAChestRadiographError) as exc:
+        read_radiograph(path)
+    return exc.value
+
+
+def view_code(value: str, meaning: str) -> Sequence:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "SRT", meaning
+    return Sequence([item])
+
+
+# --- the error family -----------------------------------------------------------------------------
+
+
+def test_error_is_a_radiograph_error_with_a_reason() -> None:
+    err = NotAChestRadiographError("x.dcm: a CT", reason="modality", detail="CT")
+    assert isinstance(err, RadiographError) and isinstance(err, ValueError)
+    assert (err.reason, err.detail, str(err)) == ("modality", "CT", "x.dcm: a CT")
+    back = pickle.loads(pickle.dumps(err))  # worker processes hand errors back pickled
+    assert (type(back), back.reason, back.detail, str(back)) == (NotAChestRadiographError, "modality", "CT",
+                                                                 "x.dcm: a CT")
+
+
+def test_unknown_reason_is_a_programming_error() -> None:
+    with pytest.raises(ValueError, match="unknown reason"):
+        NotAChestRadiographError("x", reason="looks odd")
+    assert {"modality", "lateral", "body_part", "orientation"} <= set(NOT_A_CHEST_REASONS)
+
+
+# --- Modality -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(NON_CHEST_TEST_FILES))
+def test_pydicom_non_chest_files_are_refused_naming_the_modality(name: str) -> None:
+    err = refusal(pydicom_file(name))
+    modality = NON_CHEST_TEST_FILES[name]
+    assert err.reason == "modality" and err.detail == modality
+    assert f"Modality is {modality}" in str(err) and name in str(err)
+
+
+@pytest.mark.parametrize("name", ["RG1_UNCR.dcm", "RG1_J2KR.dcm", "siim_cr_chest_mono2_jpeg.dcm",
+                                  "siim_cr_chest_header_mono1.dcm", "dx_thorax_mono1_small.dcm"])
+def test_every_real_chest_dicom_is_accepted(name: str) -> None:
+    rg = read_radiograph(DICOM_DIR / name)
+    assert rg.pixels.ndim == 2 and rg.modality in ("CR", "DX")
+
+
+def test_the_real_dicom_folder_holds_exactly_the_files_checked() -> None:
+    assert sorted(p.name for p in DICOM_DIR.glob("*.dcm")) == sorted(
+        ["RG1_UNCR.dcm", "RG1_J2KR.dcm", "siim_cr_chest_mono2_jpeg.dcm", "siim_cr_chest_header_mono1.dcm",
+         "dx_thorax_mono1_small.dcm"])
+
+
+@pytest.mark.parametrize("modality", ["CT", "MR", "US", "MG", "XA", "RTIMAGE"])
+def test_a_real_chest_film_relabelled_as_another_modality_is_refused(modality: str, tmp_path: Path) -> None:
+    err = refusal(edited_copy(tmp_path, Modality=modality))
+    assert err.reason == "modality" and err.detail == modality
+
+
+@pytest.mark.parametrize("modality", ["CR", "DX", "DR", "OT", "", None])
+def test_radiograph_secondary_capture_and_missing_modality_go_on(modality: str | None, tmp_path: Path) -> None:
+    rg = read_radiograph(edited_copy(tmp_path, Modality=modality))
+    assert rg.pixels.shape == (1955, 1841)
+
+
+# --- the view -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("view", ["LL", "RL", "LATERAL", "LAT", "left lateral", "R-LAT"])
+def test_lateral_view_position_is_refused(view: str, tmp_path: Path) -> None:
+    err = refusal(edited_copy(tmp_path, ViewPosition=view))
+    assert err.reason == "lateral" and "lateral" in str(err)
+
+
+@pytest.mark.parametrize("view", ["RAO", "LPO", "OBLIQUE"])
+def test_oblique_view_position_is_refused(view: str, tmp_path: Path) -> None:
+    assert refusal(edited_copy(tmp_path, ViewPosition=view)).reason == "oblique"
+
+
+@pytest.mark.parametrize("view", ["PA", "AP", "LLD", "RLD", "", None])
+def test_frontal_decubitus_and_missing_view_position_go_on(view: str | None, tmp_path: Path) -> None:
+    read_radiograph(edited_copy(tmp_path, ViewPosition=view))
+
+
+@pytest.mark.parametrize(("code", "meaning"), [("R-10236", "left lateral"), ("R-102CD", "lateral"),
+                                               ("399067008", "Lateral")])
+def test_lateral_view_code_sequence_is_refused(code: str, meaning: str, tmp_path: Path) -> None:
+    # View Position says nothing here: the coded view alone refuses.
+    err = refusal(edited_copy(tmp_path, ViewPosition=None, ViewCodeSequence=view_code(code, meaning)))
+    assert err.reason == "lateral" and err.detail == meaning
+
+
+@pytest.mark.parametrize(("code", "meaning"), [("R-10214", "postero-anterior"), ("R-10206", "antero-posterior"),
+                                               ("R-10239", "left lateral decubitus")])
+def test_frontal_view_code_sequence_goes_on(code: str, meaning: str, tmp_path: Path) -> None:
+    read_radiograph(edited_copy(tmp_path, ViewCodeSequence=view_code(code, meaning)))
+
+
+@pytest.mark.parametrize(("orientation", "reason"), [(["P", "F"], "lateral"), (["A", "F"], "lateral"),
+                                                      (["F", "L"], "orientation"), (["H", "R"], "orientation"),
+                                                      (["R", "H"], "orientation"), (["L", "H"], "orientation")])
+def test_patient_orientation_of_a_lateral_or_turned_film_is_refused(orientation: list[str], reason: str,
+                                                                   tmp_path: Path) -> None:
+    err = refusal(edited_copy(tmp_path, PatientOrientation=orientation))
+    assert err.reason == reason and err.detail == "\\".join(orientation)
+
+
+@pytest.mark.parametrize("orientation", [["L", "F"], ["R", "F"], ["LP", "FL"], "", None])
+def test_frontal_or_missing_patient_orientation_goes_on(orientation: list[str] | str | None, tmp_path: Path) -> None:
+    read_radiograph(edited_copy(tmp_path, PatientOrientation=orientation))
+
+
+# --- Body Part Examined ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("part", ["HEAD", "KNEE", "ABDOMEN", "HAND", "SKULL", "PELVIS", "L-SPINE",
+                                  "THORACIC SPINE", "WHOLE BODY", "foot"])
+def test_non_chest_body_part_is_refused(part: str, tmp_path: Path) -> None:
+    err = refusal(edited_copy(tmp_path, BodyPartExamined=part))
+    assert err.reason == "body_part" and err.detail == part
+    assert part in str(err)
+
+
+@pytest.mark.parametrize("part", ["CHEST", "THORAX", "chest", "TORAX", "CHEST ABDOMEN", "LUNG", "PORTABLE",
+                                  "", None])
+def test_chest_unknown_and_missing_body_part_go_on(part: str | None, tmp_path: Path) -> None:
+    read_radiograph(edited_copy(tmp_path, BodyPartExamined=part))
+
+
+def test_a_film_without_any_of_the_tags_goes_on(tmp_path: Path) -> None:
+    path = edited_copy(tmp_path, Modality=None, ViewPosition=None, PatientOrientation=None, BodyPartExamined=None)
+    assert read_radiograph(path).modality is None
+
+
+def test_modality_is_checked_before_the_pixels_are_decoded(tmp_path: Path) -> None:
+    """A CT whose pixel data is cut short is still refused as a CT: the header alone decides."""
+    ds = pydicom.dcmread(pydicom_file("CT_small.dcm"))
+    ds.PixelData = ds.PixelData[:100]
+    ds.save_as(tmp_path / "ct_cut.dcm")
+    assert refusal(tmp_path / "ct_cut.dcm").reason == "modality"
+
+
+# --- the command line -----------------------------------------------------------------------------
+
+
+def _score(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "anatpaste", "score", *args], capture_output=True, text=True)
+
+
+def test_cli_one_ct_file_exits_non_zero_with_the_reason() -> None:
+    proc = _score(str(pydicom_file("CT_small.dcm")))
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "NotAChestRadiographError" in proc.stderr and "Modality is CT" in proc.stderr
+    row = next(csv.DictReader(proc.stdout.splitlines()))
+    assert row["reason"] == "modality" and row["score"] == ""
+
+
+def test_cli_folder_gets_an_error_row_with_the_reason_and_scores_the_rest(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        (folder / name).write_bytes(pydicom_file(name).read_bytes())
+    good = zhang_files("test", "NORMAL", n=1)[0]
+    (folder / good.name).write_bytes(good.read_bytes())
+    edited_copy(folder, "lateral.dcm", ViewPosition="LL")
+    out = tmp_path / "scores.csv"
+    proc = _score(str(folder), "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    rows = {Path(r["path"]).name: r for r in csv.DictReader(out.open())}
+    assert set(rows) == {"CT_small.dcm", "MR_small.dcm", "lateral.dcm", good.name}
+    assert rows["CT_small.dcm"]["reason"] == "modality" and "Modality is CT" in rows["CT_small.dcm"]["error"]
+    assert rows["MR_small.dcm"]["reason"] == "modality"
+    assert rows["lateral.dcm"]["reason"] == "lateral"
+    assert rows["lateral.dcm"]["error"].startswith("NotAChestRadiographError")
+    assert float(rows[good.name]["score"]) > 0 and rows[good.name]["error"] == "" and rows[good.name]["reason"] == ""
