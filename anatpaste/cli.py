@@ -143,6 +143,7 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
 
 
 def _score_rows(args: argparse.Namespace) -> list[dict]:
+    from anatpaste.content_gate import check_chest_content
     from anatpaste.data import find_images
     from anatpaste.detector import Detector
     from anatpaste.io import read_radiograph
@@ -157,6 +158,8 @@ def _score_rows(args: argparse.Namespace) -> list[dict]:
     for p in tqdm(paths, desc="scoring", unit="img", disable=len(paths) < 2):
         try:
             rg = read_radiograph(p)
+            # no lung field found: flagged (or refused with --refuse-flagged), see docs/input-gate.md
+            flags = check_chest_content(rg.pixels, str(p), strict=args.refuse_flagged)
             res = det.score(rg.pixels, maps=want_maps)
         except RadiographError as err:
             row = {"path": str(p), "error": f"{type(err).__name__}: {err}"}
@@ -164,7 +167,7 @@ def _score_rows(args: argparse.Namespace) -> list[dict]:
                 row["reason"] = err.reason
             rows.append(row)
             continue
-        rows.append({"path": str(p), **res.to_json()})
+        rows.append({"path": str(p), **res.to_json(), **({"flag": ";".join(flags)} if flags else {})})
         if want_maps:
             stem = Path(args.overlays) / p.stem
             save_png(render_overlay(rg.pixels, res.heatmap, res.lung_mask, det.heat_display_max), f"{stem}_overlay.png")
@@ -181,13 +184,17 @@ def _cmd_score(args: argparse.Namespace) -> int:
             json.dump(rows, out, indent=1)
             out.write("\n")
         else:
-            fields = ["path", "score", "threshold", "label", "model_version", "error", "reason"]
+            fields = ["path", "score", "threshold", "label", "model_version", "flag", "error", "reason"]
             w = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore")
             w.writeheader()
             w.writerows(rows)
     finally:
         if out is not sys.stdout:
             out.close()
+    for r in rows:
+        if r.get("flag") == "no_lungs":
+            print(f"flagged {r['path']}: no lung field found; the score may mean nothing (not a chest radiograph, "
+                  "or both lungs opaque)", file=sys.stderr)
     failed = [r for r in rows if "error" in r]
     for r in failed:
         print(f"could not score {r['path']}: {r['error']}", file=sys.stderr)
@@ -313,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", help="write CSV or JSON here (by extension) instead of stdout")
     s.add_argument("--format", choices=["csv", "json"])
     s.add_argument("--overlays", metavar="DIR", help="also write heatmap overlay and lung-mask PNGs here")
+    s.add_argument("--refuse-flagged", action="store_true",
+                   help="refuse (error row, reason no_lungs) an image in which no lung field is found")
     s.set_defaults(func=_cmd_score)
 
     e = sub.add_parser("evaluate", help="AUC / AP / specificity at fixed sensitivity on labelled folders")

@@ -12,13 +12,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
+from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from shared_data import SHARED_DATA, zhang_files
 
+from anatpaste.content_gate import check_chest_content, lung_fields
 from anatpaste.errors import NOT_A_CHEST_REASONS, NotAChestRadiographError, RadiographError
 from anatpaste.io import read_radiograph
 
@@ -243,3 +246,69 @@ def test_cli_folder_gets_an_error_row_with_the_reason_and_scores_the_rest(tmp_pa
     assert rows["lateral.dcm"]["reason"] == "lateral"
     assert rows["lateral.dcm"]["error"].startswith("NotAChestRadiographError")
     assert float(rows[good.name]["score"]) > 0 and rows[good.name]["error"] == "" and rows[good.name]["reason"] == ""
+
+
+# --- the content check: no lung field found ------------------------------------------------------
+
+WHITE_LUNGS = SHARED_DATA / "zhanglab" / "test" / "PNEUMONIA" / "person1_virus_7.jpeg"  # both lungs opaque
+
+
+def _real_sample() -> list[Path]:
+    files = (sorted((SHARED_DATA / "lungmasks" / "images").glob("*.png"))[::50]
+             + sorted((SHARED_DATA / "nih").rglob("*.png"))[::100]
+             + zhang_files("test", "NORMAL")[::60] + sorted(DICOM_DIR.glob("*.dcm")))
+    assert len(files) >= 20, files
+    return files
+
+
+def test_real_frontal_films_are_not_flagged() -> None:
+    for path in _real_sample():
+        assert check_chest_content(read_radiograph(path).pixels, str(path)) == [], path
+
+
+def _skimage_png(name: str, tmp_path: Path) -> Path:
+    import skimage.data
+
+    out = tmp_path / f"{name}.png"
+    img = getattr(skimage.data, name)().astype(np.float64)  # uint8, float or bool (horse)
+    Image.fromarray((255 * (img - img.min()) / np.ptp(img)).astype(np.uint8)).save(out)
+    return out
+
+
+@pytest.mark.parametrize("name", ["moon", "shepp_logan_phantom", "horse", "page"])
+def test_grey_pictures_without_lungs_are_flagged(name: str, tmp_path: Path) -> None:
+    path = _skimage_png(name, tmp_path)
+    assert check_chest_content(read_radiograph(path).pixels, str(path)) == ["no_lungs"]
+    with pytest.raises(NotAChestRadiographError) as exc:
+        check_chest_content(read_radiograph(path).pixels, str(path), strict=True)
+    assert exc.value.reason == "no_lungs" and "no lung field" in str(exc.value)
+
+
+def test_mr_pixels_without_their_header_are_flagged() -> None:
+    """An MR slice exported without its DICOM header (e.g. as PNG) gets past the header gate, not the content check."""
+    pixels = pydicom.dcmread(pydicom_file("MR_small.dcm")).pixel_array.astype(np.float32)
+    assert lung_fields(pixels).total < 0.02
+    assert check_chest_content(pixels, "MR_small") == ["no_lungs"]
+
+
+def test_cli_flags_instead_of_refusing_and_refuses_on_request(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / WHITE_LUNGS.name).write_bytes(WHITE_LUNGS.read_bytes())
+    _skimage_png("moon", folder)
+    good = zhang_files("test", "NORMAL", n=1)[0]
+    (folder / good.name).write_bytes(good.read_bytes())
+    out = tmp_path / "scores.csv"
+    proc = _score(str(folder), "--output", str(out))
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    rows = {Path(r["path"]).name: r for r in csv.DictReader(out.open())}
+    # A film whose lungs are white from pneumonia is exactly what must still get a score: flagged, not dropped.
+    for name in (WHITE_LUNGS.name, "moon.png"):
+        assert rows[name]["flag"] == "no_lungs" and float(rows[name]["score"]) > 0, rows[name]
+        assert f"flagged {folder / name}" in proc.stderr
+    assert rows[good.name]["flag"] == ""
+    strict = _score(str(folder), "--output", str(out), "--refuse-flagged")
+    assert strict.returncode == 0, strict.stderr
+    rows = {Path(r["path"]).name: r for r in csv.DictReader(out.open())}
+    assert rows["moon.png"]["reason"] == "no_lungs" and rows["moon.png"]["score"] == ""
+    assert rows[good.name]["error"] == "" and float(rows[good.name]["score"]) > 0
