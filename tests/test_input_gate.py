@@ -192,8 +192,8 @@ def test_non_chest_body_part_is_refused(part: str, tmp_path: Path) -> None:
     assert part in str(err)
 
 
-@pytest.mark.parametrize("part", ["CHEST", "THORAX", "chest", "TORAX", "CHEST ABDOMEN", "LUNG", "PORTABLE",
-                                  "", None])
+@pytest.mark.parametrize("part", ["CHEST", "THORAX", "chest", "TORAX", "T\u00d3RAX Y ABDOMEN", "CHEST ABDOMEN", "LUNG",
+                                  "PORTABLE", "", None])
 def test_chest_unknown_and_missing_body_part_go_on(part: str | None, tmp_path: Path) -> None:
     read_radiograph(edited_copy(tmp_path, BodyPartExamined=part))
 

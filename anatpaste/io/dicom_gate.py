@@ -7,6 +7,7 @@ go on (real chest films often lack View Position or Body Part Examined). The rul
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 
 from pydicom.dataset import Dataset
@@ -103,10 +104,12 @@ def _get(ds: Dataset, keyword: str) -> object:
 
 
 def _text(value: object) -> str:
-    """A header value as upper-case text with runs of spaces, dashes and underscores as one space."""
+    """A header value as upper-case text without accents ("TÓRAX" -> "TORAX"), with runs of spaces, dashes,
+    dots, slashes and underscores as one space."""
     if value is None:
         return ""
-    return re.sub(r"[\s_\-./]+", " ", str(value)).strip().upper()
+    plain = "".join(c for c in unicodedata.normalize("NFKD", str(value)) if not unicodedata.combining(c))
+    return re.sub(r"[\s_\-./]+", " ", plain).strip().upper()
 
 
 def _view(ds: Dataset) -> tuple[str, str, str] | None:
