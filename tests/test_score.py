@@ -23,6 +23,21 @@ def test_gaussian_scorer_matches_a_numpy_mahalanobis():
     assert np.allclose(g.score(q).numpy(), expected, rtol=1e-4)
 
 
+@pytest.mark.parametrize("case", ["random", "dead channels", "identical"])
+def test_gaussian_precision_is_scikit_learns_ledoit_wolf_even_when_singular(case):
+    # An untrained network can give (nearly) the same embedding for every image: a singular covariance, which
+    # must still give scikit-learn's pseudo-inverse, not an error.
+    g = torch.Generator().manual_seed(0)
+    emb = torch.randn(12, 512, generator=g).abs()
+    if case == "dead channels":
+        emb[:, :509] = 0
+    elif case == "identical":
+        emb[:] = emb[0]
+    ref = LedoitWolf().fit(GaussianScorer.normalise(emb).double().numpy()).precision_
+    got = GaussianScorer.fit(emb).precision.double().numpy()
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-6 * np.abs(ref).max())
+
+
 def test_gaussian_scores_outliers_higher():
     gen = torch.Generator().manual_seed(1)
     base = torch.zeros(16)

@@ -106,6 +106,6 @@ def adapt(
     for p in (calibrated, finetuned):
         p["adaptation"] = {**adaptation, "seconds": round(time.perf_counter() - t0, 2)}
     finetuned["adaptation"]["encoder"] = "finetuned"
-    calibrated["adaptation"]["encoder"] = "calibrated (the fine-tuned encoder did not pass the check)"
+    calibrated["adaptation"]["encoder"] = "calibrated (the parent model's encoder)"
     chosen_payload = finetuned if chosen == "finetuned" else calibrated
     return AdaptResult(chosen_payload, chosen, calibrated, finetuned, verdict)

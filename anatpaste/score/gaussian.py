@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from scipy.linalg import pinvh
 from sklearn.covariance import ledoit_wolf
 
 
@@ -32,9 +33,13 @@ class GaussianScorer:
             raise ValueError(f"need (N >= 2, D) embeddings, got {tuple(embeddings.shape)}")
         x = cls.normalise(embeddings).double().cpu().numpy()
         cov, _ = ledoit_wolf(x)
-        # The shrunk covariance is positive definite, so a plain inverse gives what scikit-learn's pinvh would
-        # (its eigendecomposition took seconds per fit on a busy 2-core machine; calibration fits 20 per run).
-        precision = torch.linalg.inv(torch.from_numpy(cov))
+        # The shrunk covariance is usually positive definite, and then a Cholesky inverse gives what
+        # scikit-learn's pinvh would (its eigendecomposition took seconds per fit on a busy 2-core machine;
+        # calibration fits 20 per run). Without shrinkage (e.g. dead channels of an untrained network) it can
+        # be singular: then the pseudo-inverse, as scikit-learn does.
+        c = torch.from_numpy(cov)
+        chol, info = torch.linalg.cholesky_ex(c)
+        precision = torch.cholesky_inverse(chol) if int(info) == 0 else torch.from_numpy(pinvh(cov))
         return cls(torch.from_numpy(x.mean(0)).float(), precision.float())
 
     def score(self, embeddings: torch.Tensor) -> torch.Tensor:
