@@ -145,7 +145,11 @@ def test_adapt_publishes_a_calibrated_model_and_says_why(parent, site, tmp_path)
     assert (res.chosen == "finetuned") == better
     assert res.payload is (res.finetuned if better else res.calibrated)
     for p in (res.calibrated, res.finetuned):
-        assert p["threshold"]["n"] == len(site) and p["adaptation"]["check"]["chosen"] == res.chosen
+        assert p["adaptation"]["check"]["chosen"] == res.chosen
+    assert res.calibrated["threshold"]["n"] == len(site)
+    # The fine-tuned model's threshold comes only from the normals the fine-tune never saw.
+    assert res.finetuned["threshold"]["n"] == check["n_check"] < len(site)
+    assert "never trained on" in res.finetuned["threshold"]["how"]
     assert all(torch.equal(res.calibrated["encoder"][k]["q"], v["q"])
                for k, v in parent["encoder"].items() if isinstance(v, dict))
     out = save_model(res.payload, tmp_path / "adapted.pt")

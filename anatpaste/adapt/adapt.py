@@ -102,7 +102,8 @@ def adapt(
     extra = summary or {}
     calibrated = calibrate(payload, data, encoder=base, summary=extra)
     tuned_payload = {**payload, "encoder": tuned_state, "encoder_quantized": quantized}
-    finetuned = calibrate(tuned_payload, data, encoder=tuned, summary=extra)
+    # Its threshold comes from the check normals alone: the fine-tune learnt the others (see calibrate).
+    finetuned = calibrate(tuned_payload, data, encoder=tuned, summary=extra, threshold_from=check_idx)
     for p in (calibrated, finetuned):
         p["adaptation"] = {**adaptation, "seconds": round(time.perf_counter() - t0, 2)}
     finetuned["adaptation"]["encoder"] = "finetuned"

@@ -116,6 +116,7 @@ def calibrate(
     seed: int = 0,
     encoder: ResNet18Encoder | None = None,
     summary: dict[str, Any] | None = None,
+    threshold_from: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """A new model payload: ``payload``'s encoder (unchanged, same tensors) with statistics fitted on ``data``.
 
@@ -126,6 +127,9 @@ def calibrate(
         seed: fold assignment and heatmap channel choice.
         encoder: the payload's encoder if the caller already has it loaded.
         summary: stored under ``calibration`` (e.g. folders, skipped files).
+        threshold_from: indices of the normals whose cross-fitted scores set the threshold (default: all).
+            After a fine-tune, only the normals it never trained on: the encoder has learnt the others, whose
+            scores are then too low and would give a threshold that flags too many new normals.
 
     Raises:
         CalibrationError: fewer than :data:`MIN_NORMALS` images.
@@ -144,6 +148,8 @@ def calibrate(
     gauss = GaussianScorer.fit(emb)
     heat = HeatmapScorer.fit(grids, channels, generator=torch.Generator().manual_seed(seed))
     scores = crossfit_scores(emb, seed=seed)
+    if threshold_from is not None:
+        scores = scores[torch.as_tensor(threshold_from, dtype=torch.long).numpy()]
     thr = crossfit_threshold(scores, quantile)
     folds = min(len(data), MAX_FOLDS)
     out = dict(payload)
@@ -154,8 +160,9 @@ def calibrate(
         "crossfit_scores": sorted(float(s) for s in scores),
         "how": (
             f"k-th smallest of {thr.n} cross-fitted scores of the site's normals ({folds} folds: each scored by a "
-            "Gaussian fitted without it), k = ceil(q (n + 1)); false-positive rate on new normals ~ "
-            "Beta(n + 1 - k, k) (no abnormal labels)"
+            "Gaussian fitted without it"
+            + ("; only normals the fine-tune never trained on" if threshold_from is not None else "")
+            + "), k = ceil(q (n + 1)); false-positive rate on new normals ~ Beta(n + 1 - k, k) (no abnormal labels)"
         ),
     }
     out["calibration"] = {
