@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,19 @@ logger = logging.getLogger(__name__)
 
 STATS_FILE = "train_stats.json"
 MIN_IMAGES = 4  # the core holds out 2 normals and trains on the rest
+
+
+@dataclass
+class CandidateRun:
+    """What building one candidate needs: the request's options, the site's normals, where to write it."""
+
+    mode: str
+    opts: TrainOptions
+    data: ImageSet
+    candidate: Path
+    device: str
+    stats: StatsWriter
+    data_summary: dict[str, Any]
 
 
 class TrainDataError(ValueError):
@@ -165,10 +179,11 @@ class AnatPasteTrain(TrainTask):
             "n_images": len(data),
             "n_skipped": len(data.skipped),
         }
+        job = CandidateRun(mode, opts, data, candidate, device, stats, data_summary)
         if mode in ("calibrate", "adapt"):
-            run = self._site_candidate(mode, opts, parent_payload, data, candidate, device, stats, data_summary)
+            run = self._site_candidate(job, parent_payload)
         else:
-            run = self._train_candidate(mode, opts, image_size, parent, data, candidate, device, stats, data_summary)
+            run = self._train_candidate(job, image_size, parent)
         seconds["train"] = lap()
 
         stats.update(phase="gate")
@@ -201,18 +216,10 @@ class AnatPasteTrain(TrainTask):
         logger.info(f"published {version.name}")
         return {"published_version": version.name, **run}
 
-    def _site_candidate(
-        self,
-        mode: str,
-        opts: TrainOptions,
-        parent_payload: dict[str, Any],
-        data: ImageSet,
-        candidate: Path,
-        device: str,
-        stats: StatsWriter,
-        data_summary: dict[str, Any],
-    ) -> dict[str, Any]:
-        """``calibrate`` or ``adapt`` the published model on the site's normals into ``candidate``."""
+    def _site_candidate(self, job: CandidateRun, parent_payload: dict[str, Any]) -> dict[str, Any]:
+        """``calibrate`` or ``adapt`` the published model on the site's normals into ``job.candidate``."""
+        mode, opts, data, candidate, device, stats = job.mode, job.opts, job.data, job.candidate, job.device, job.stats
+        data_summary = job.data_summary
         if mode == "calibrate":
             payload = calibrate(parent_payload, data, seed=opts.seed, summary=data_summary)
             chosen = None
@@ -248,19 +255,10 @@ class AnatPasteTrain(TrainTask):
             "adapt_check": payload.get("adaptation", {}).get("check"),
         }
 
-    def _train_candidate(
-        self,
-        mode: str,
-        opts: TrainOptions,
-        image_size: int,
-        parent: Any,
-        data: ImageSet,
-        candidate: Path,
-        device: str,
-        stats: StatsWriter,
-        data_summary: dict[str, Any],
-    ) -> dict[str, Any]:
+    def _train_candidate(self, job: CandidateRun, image_size: int, parent: Any) -> dict[str, Any]:
         """``finetune`` (from the published model) or ``scratch``: the core training loop, then the sanity gate."""
+        mode, opts, data, candidate, device, stats = job.mode, job.opts, job.data, job.candidate, job.device, job.stats
+        data_summary = job.data_summary
         config = TrainConfig(
             image_size=image_size,
             steps=opts.steps,
