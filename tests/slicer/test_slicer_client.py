@@ -255,6 +255,11 @@ def test_total_deadline_stops_a_dripping_server(fake):
             "cannot use this image): NotARadiographError",
         ),
         (
+            422,
+            b'{"detail": "NotAChestRadiographError: modality CT is not a radiograph"}',
+            "(not a frontal chest radiograph, so it gets no score): NotAChestRadiographError: modality CT",
+        ),
+        (
             404,
             b'{"detail": [{"loc": ["query"], "msg": "x"}]}',
             '404 Not Found (not found on the server): [{"loc"',

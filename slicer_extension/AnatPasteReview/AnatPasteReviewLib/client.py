@@ -629,6 +629,9 @@ def _status_error(method: str, where: str, resp: _Response) -> ServerResponseErr
         502: "a proxy could not reach the server",
         503: "the server is not ready",
     }.get(resp.status, reason)
+    if resp.status == 422 and detail and detail.startswith("NotAChestRadiographError"):
+        # The server's input gate: say in words why there is no score (the reason follows in the detail).
+        explain = "not a frontal chest radiograph, so it gets no score"
     message = f"{method} {where}: {resp.status} {reason} ({explain})"
     if detail:
         message += f": {detail}"
