@@ -90,10 +90,13 @@ class Detector:
         """Anomaly scores only (no maps), batched: for evaluation and the worklist."""
         scores = []
         for i in range(0, len(images), batch_size):
-            x = torch.cat([self._input(im) for im in images[i : i + batch_size]])
-            emb, _ = extract(self.encoder, x, self.mean, self.std)
-            scores.append(self.gaussian.score(emb).numpy())
+            scores.append(self.score_grids(torch.cat([self._input(im) for im in images[i : i + batch_size]])))
         return np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)
+
+    def score_grids(self, grids: torch.Tensor) -> np.ndarray:
+        """Anomaly scores of images already on the model's grid: uint8 (N, 1, S, S), e.g. an ImageSet's."""
+        emb, _ = extract(self.encoder, grids, self.mean, self.std)
+        return self.gaussian.score(emb).numpy()
 
     def score(self, image: np.ndarray, maps: bool = True) -> ScoreResult:
         """Score one radiograph (float32 (H, W) [0, 1]); with ``maps`` also heatmap and lung mask at (H, W)."""

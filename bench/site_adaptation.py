@@ -33,7 +33,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from anatpaste.adapt import FinetuneRecipe, adapt, calibrate  # noqa: E402
 from anatpaste.data import ImageSet, find_images, load_image_set  # noqa: E402
 from anatpaste.detector import DEFAULT_MODEL, Detector  # noqa: E402
-from anatpaste.features import extract  # noqa: E402
 from anatpaste.metrics import detection_metrics  # noqa: E402
 from anatpaste.modelfile import load_model  # noqa: E402
 from anatpaste.train import TrainConfig, train  # noqa: E402
@@ -55,13 +54,9 @@ def site_files(site: str) -> tuple[list[Path], list[Path], list[Path] | None]:
     return [p for p in imgs if p.stem.endswith("_0")], [p for p in imgs if p.stem.endswith("_1")], None
 
 
-def scores(det: Detector, images: torch.Tensor) -> np.ndarray:
-    return det.gaussian.score(extract(det.encoder, images, det.mean, det.std)[0]).numpy()
-
-
 def figures(payload: dict, test_n: ImageSet, test_a: ImageSet) -> dict:
     det = Detector(payload, version="bench")
-    s0, s1 = scores(det, test_n.images), scores(det, test_a.images)
+    s0, s1 = det.score_grids(test_n.images), det.score_grids(test_a.images)
     m = detection_metrics(s0, s1)
     target = 1 - float(payload["threshold"].get("quantile", 0.95))
     out = {k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}

@@ -22,7 +22,7 @@ from anatpaste.errors import RadiographError
 from anatpaste.metrics import detection_metrics
 from anatpaste.modelfile import load_model
 
-from .review import REVIEW_KEY
+from .review import reviewed
 
 MIN_EACH = 5  # reviewed abnormals and held-out reviewed normals needed before the set is used
 HOLDOUT_MODULUS = 5  # one reviewed normal in five is held out
@@ -44,18 +44,6 @@ class AcceptanceSet:
                 "min_each": MIN_EACH}
 
 
-def reviewed(datastore: Datastore) -> tuple[list[str], list[str]]:
-    """(ids reviewed normal, ids reviewed abnormal), in datastore order."""
-    normal, abnormal = [], []
-    for i in datastore.list_images():
-        review = datastore.get_image_info(i).get(REVIEW_KEY)
-        if review == "normal":
-            normal.append(i)
-        elif review == "abnormal":
-            abnormal.append(i)
-    return normal, abnormal
-
-
 def acceptance_set(datastore: Datastore) -> AcceptanceSet:
     normal, abnormal = reviewed(datastore)
     active = len(abnormal) >= MIN_EACH
@@ -74,7 +62,7 @@ class AcceptanceFigures:
 def evaluate(model_file: str, normal_paths: list[str], abnormal_paths: list[str]) -> AcceptanceFigures:
     det = Detector(load_model(model_file), version="acceptance")
     sets = [load_image_set(p, det.image_size, progress=False) for p in (normal_paths, abnormal_paths)]
-    s0, s1 = (det.score_many([im[0].float().numpy() / 255.0 for im in s.images]) for s in sets)
+    s0, s1 = (det.score_grids(s.images) for s in sets)
     m = detection_metrics(np.asarray(s0), np.asarray(s1))
     return AcceptanceFigures(round(m["auc"], 4), round(m["spec_at_sens95"], 4), len(s0), len(s1))
 

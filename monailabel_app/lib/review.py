@@ -39,6 +39,18 @@ def stamp_review(info: dict[str, Any], auth_enabled: bool) -> dict[str, Any]:
     return out
 
 
+def reviewed(datastore: Datastore) -> tuple[list[str], list[str]]:
+    """(ids reviewed normal, ids reviewed abnormal), in datastore order."""
+    normal, abnormal = [], []
+    for i in datastore.list_images():
+        review = datastore.get_image_info(i).get(REVIEW_KEY)
+        if review == NORMAL:
+            normal.append(i)
+        elif review == "abnormal":
+            abnormal.append(i)
+    return normal, abnormal
+
+
 def confirmed_normals(datastore: Datastore) -> list[str]:
     """Ids of the images reviewed as normal, in datastore order."""
-    return [i for i in datastore.list_images() if datastore.get_image_info(i).get(REVIEW_KEY) == NORMAL]
+    return reviewed(datastore)[0]
