@@ -14,6 +14,7 @@ from anatpaste.adapt.check import lesion_check, lesioned_copies
 from anatpaste.adapt.finetune import FinetuneRecipe, StepCallback, finetune, use_bf16
 from anatpaste.data import ImageSet
 from anatpaste.modelfile import dequantize_state, quantize_state
+from anatpaste.train.selection import split_holdout
 
 CHECK_FRACTION = 0.2  # site normals held out of the fine-tune for the check
 MIN_CHECK = 5
@@ -33,10 +34,8 @@ class AdaptResult:
 
 
 def split_check(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(fine-tune indices, check indices) of ``n`` site normals, deterministic for ``seed``."""
-    k = max(MIN_CHECK, round(n * CHECK_FRACTION))
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 17))
-    return perm[k:].sort().values, perm[:k].sort().values
+    """(fine-tune indices, check indices) of ``n`` (at least MIN_NORMALS) site normals, deterministic for ``seed``."""
+    return split_holdout(n, CHECK_FRACTION, seed + 16, minimum=MIN_CHECK)
 
 
 def adapt(

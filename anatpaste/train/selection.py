@@ -66,12 +66,12 @@ def classifier_auc(net: AnatPasteNet, normal_emb: torch.Tensor, pasted_emb: torc
     return float(roc_auc_score([0] * len(normal_emb) + [1] * len(pasted_emb), p_pasted))
 
 
-def split_holdout(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Deterministic (train, holdout) index split; at least 2 images on each side."""
+def split_holdout(n: int, fraction: float, seed: int, minimum: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic (train, holdout) index split; at least 2 images on each side, ``minimum`` held out."""
     if n < 4:
         raise ValueError(f"need at least 4 normal images to train (2 to learn, 2 held out), got {n}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))
-    k = min(max(2, round(n * fraction)), n - 2)
+    k = min(max(minimum, round(n * fraction)), n - 2)
     return perm[k:].sort().values, perm[:k].sort().values
 
 
