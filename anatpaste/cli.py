@@ -26,21 +26,15 @@ if TYPE_CHECKING:  # the commands import their heavy modules lazily
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from anatpaste.data import find_images, load_image_set
     from anatpaste.train import TrainConfig, TrainProgress, train
 
-    paths = [p for d in args.normal for p in find_images(d)]
-    if len(paths) < 4:
-        raise AnatPasteError(f"found {len(paths)} images under {args.normal}; need at least 4 normals")
     config = TrainConfig(
         image_size=args.size, steps=args.steps, batch_size=args.batch_size, seed=args.seed, lr=args.lr,
         eval_every=args.eval_every, select=args.select, checkpoint_every=args.checkpoint_every,
         init_weights=args.init_weights, quantize=not args.no_quantize,
         threshold_quantile=args.threshold_quantile,
     )
-    data = load_image_set(paths, args.size)
-    for p, why in data.skipped:
-        print(f"skipped {p}: {why}", file=sys.stderr)
+    data = _load_normals(args.normal, args.size, progress=True, min_files=4)
     rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 shows progress and the summary
     bar = tqdm(total=config.steps, desc="training", unit="step", disable=rank != 0)
 
@@ -64,13 +58,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _site_normals(args: argparse.Namespace, size: int) -> ImageSet:
+def _load_normals(folders: list[str], size: int, progress: bool = False, min_files: int = 1) -> ImageSet:
+    """Every radiograph under ``folders`` at ``size`` px with its lung mask; skipped files said on stderr."""
     from anatpaste.data import find_images, load_image_set
 
-    paths = [p for d in args.normal for p in find_images(d)]
-    if not paths:
-        raise AnatPasteError(f"no images found under {args.normal}")
-    data = load_image_set(paths, size, progress=False)
+    paths = [p for d in folders for p in find_images(d)]
+    if len(paths) < min_files:
+        raise AnatPasteError(f"found {len(paths)} images under {folders}; need at least {min_files} normals")
+    data = load_image_set(paths, size, progress=progress)
     for p, why in data.skipped:
         print(f"skipped {p}: {why}", file=sys.stderr)
     return data
@@ -96,13 +91,13 @@ def _adapt_line(out: Path, payload: dict, data: ImageSet, t0: float, parent: str
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from anatpaste.adapt import calibrate
+    from anatpaste.adapt import MIN_NORMALS, calibrate
     from anatpaste.detector import Detector
     from anatpaste.modelfile import save_model
 
     t0 = time.perf_counter()
     det = Detector.load(args.model)
-    data = _site_normals(args, det.image_size)
+    data = _load_normals(args.normal, det.image_size, min_files=MIN_NORMALS)
     payload = calibrate(det.payload, data, quantile=args.quantile, seed=args.seed,
                         summary=_site_summary(args, data, det.version))
     out = save_model(payload, args.output)
@@ -111,18 +106,14 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_adapt(args: argparse.Namespace) -> int:
-    from anatpaste.adapt import FinetuneRecipe, adapt
+    from anatpaste.adapt import MIN_NORMALS, FinetuneRecipe, adapt
     from anatpaste.detector import Detector
     from anatpaste.modelfile import save_model
 
     t0 = time.perf_counter()
     det = Detector.load(args.model)
-    data = _site_normals(args, det.image_size)
-    replay = None
-    if args.replay:
-        from anatpaste.data import find_images, load_image_set
-
-        replay = load_image_set([p for d in args.replay for p in find_images(d)], det.image_size, progress=False)
+    data = _load_normals(args.normal, det.image_size, min_files=MIN_NORMALS)
+    replay = _load_normals(args.replay, det.image_size) if args.replay else None
     recipe = FinetuneRecipe(steps=args.steps, lr=args.lr, freeze=args.freeze, seed=args.seed,
                             replay_fraction=args.replay_fraction if replay is not None else 0.0)
     bar = tqdm(total=recipe.steps, desc="fine-tuning", unit="step")
