@@ -14,8 +14,7 @@ import torch.nn.functional as F
 
 from anatpaste.features import extract
 from anatpaste.image import as_unit_image
-from anatpaste.model.resnet import ResNet18Encoder
-from anatpaste.modelfile import dequantize_state, load_model
+from anatpaste.modelfile import encoder_of, load_model
 from anatpaste.preprocess import model_grid
 from anatpaste.score import GaussianScorer, HeatmapScorer
 from anatpaste.segment import DEFAULT_METHOD, METHODS, segment_lungs
@@ -66,9 +65,7 @@ class Detector:
         # The lung mask is drawn with the method the model was trained with (older files: the default).
         method = str(pre.get("segmentation", DEFAULT_METHOD))
         self.segmentation = method if method in METHODS else DEFAULT_METHOD
-        self.encoder = ResNet18Encoder(in_channels=1)
-        self.encoder.load_state_dict(dequantize_state(payload["encoder"]))
-        self.encoder.to(self.device).eval()
+        self.encoder = encoder_of(payload).to(self.device)
         self.gaussian = GaussianScorer.from_state_dict(payload["gaussian"])
         self.heat = HeatmapScorer.from_state_dict(payload["heatmap"])
         self.heat_display_max = float(payload["heatmap"].get("display_max", 1.0))

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from anatpaste.errors import ModelFileError
+from anatpaste.model.resnet import ResNet18Encoder
 
 FORMAT = "anatpaste-model"
 FORMAT_VERSION = 1
@@ -92,3 +93,10 @@ def load_model(path: str | os.PathLike) -> dict[str, Any]:
         if key not in payload:
             raise ModelFileError(f"{path} lacks '{key}'")
     return payload
+
+
+def encoder_of(payload: dict[str, Any]) -> ResNet18Encoder:
+    """A loaded model file's encoder as stored (int8 weights dequantised), in eval mode on the CPU."""
+    enc = ResNet18Encoder(in_channels=1)
+    enc.load_state_dict(dequantize_state(payload["encoder"]))
+    return enc.eval()

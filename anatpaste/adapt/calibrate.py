@@ -23,7 +23,7 @@ from anatpaste.data import ImageSet
 from anatpaste.errors import AnatPasteError
 from anatpaste.features import extract
 from anatpaste.model.resnet import ResNet18Encoder
-from anatpaste.modelfile import dequantize_state
+from anatpaste.modelfile import encoder_of
 from anatpaste.score import GaussianScorer, HeatmapScorer
 
 MIN_NORMALS = 10  # below this the threshold's false-positive rate interval spans most of [0, 1]
@@ -99,13 +99,6 @@ def crossfit_heat_scale(grids: torch.Tensor, channels: int, seed: int, folds: in
         heat = HeatmapScorer.fit(grids[~inside], channels, generator=torch.Generator().manual_seed(seed))
         dists.append(heat.distance_grid(grids[inside]).flatten())
     return float(torch.quantile(torch.cat(dists), 0.99))
-
-
-def encoder_of(payload: dict[str, Any]) -> ResNet18Encoder:
-    """The payload's encoder (as stored, int8 weights dequantised), in eval mode on the CPU."""
-    enc = ResNet18Encoder(in_channels=1)
-    enc.load_state_dict(dequantize_state(payload["encoder"]))
-    return enc.eval()
 
 
 def calibrate(
