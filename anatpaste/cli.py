@@ -32,9 +32,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
         image_size=args.size, steps=args.steps, batch_size=args.batch_size, seed=args.seed, lr=args.lr,
         eval_every=args.eval_every, select=args.select, checkpoint_every=args.checkpoint_every,
         init_weights=args.init_weights, quantize=not args.no_quantize,
-        threshold_quantile=args.threshold_quantile,
+        threshold_quantile=args.threshold_quantile, precision=args.precision,
+        balance_sources=args.balance_sources,
     )
-    data = _load_normals(args.normal, args.size, progress=True, min_files=4)
+    groups = args.normal  # one list of folders per --normal: each is a source
+    if len(groups) == 1:
+        data = _load_normals(groups[0], args.size, progress=True, min_files=4)
+    else:
+        from anatpaste.data import ImageSet
+
+        data = ImageSet.concat([_load_normals(g, args.size, progress=True, min_files=2) for g in groups])
     rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 shows progress and the summary
     bar = tqdm(total=config.steps, desc="training", unit="step", disable=rank != 0)
 
@@ -49,13 +56,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
     checkpoint = args.checkpoint or str(Path(args.output).with_suffix(".ckpt"))
     summary = train(
         config, data, args.output, device=args.device, checkpoint=checkpoint, progress=progress,
-        data_summary={"folders": [str(d) for d in args.normal], "n_images": len(data), "n_skipped": len(data.skipped)},
+        data_summary={
+            "folders": [str(d) for g in groups for d in g], "sources": [[str(d) for d in g] for g in groups],
+            "n_images": len(data), "n_skipped": len(data.skipped),
+            "n_per_source": _counts_per_source(data), "balance_sources": config.balance_sources,
+        },
     )
     bar.close()
     summary.pop("history", None)
     if rank == 0:
         print(json.dumps(summary))
     return 0
+
+
+def _counts_per_source(data: ImageSet) -> list[int]:
+    return [len(data)] if data.source is None else [int(c) for c in data.source.bincount()]
 
 
 def _load_normals(folders: list[str], size: int, progress: bool = False, min_files: int = 1) -> ImageSet:
@@ -267,7 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train on folders of normal radiographs")
-    t.add_argument("--normal", nargs="+", required=True, help="folders (or files) of normal radiographs")
+    t.add_argument("--normal", nargs="+", action="append", required=True,
+                   help="folders (or files) of normal radiographs; repeat --normal for each source (hospital)")
+    t.add_argument("--balance-sources", action="store_true",
+                   help="draw each --normal source equally often, whatever its size")
+    t.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32")
     t.add_argument("--output", required=True, help="model file to write")
     t.add_argument("--size", type=int, default=256, help="input side in pixels (paper: 256)")
     t.add_argument("--steps", type=int, default=2000)

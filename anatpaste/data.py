@@ -29,19 +29,34 @@ def find_images(folder: str | os.PathLike) -> list[Path]:
 
 @dataclass
 class ImageSet:
-    """Images (N, 1, S, S) uint8 and lung masks (N, 1, S, S) bool at the model's input size."""
+    """Images (N, 1, S, S) uint8 and lung masks (N, 1, S, S) bool at the model's input size.
+
+    ``source`` (N,) int64, optional: which source (hospital, data set) each image came from, for training that
+    draws the sources equally often (``TrainConfig.balance_sources``).
+    """
 
     images: torch.Tensor
     lungs: torch.Tensor
     paths: list[str]
     skipped: list[tuple[str, str]]
+    source: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def subset(self, index: torch.Tensor | list[int]) -> ImageSet:
         idx = torch.as_tensor(index, dtype=torch.long)
-        return ImageSet(self.images[idx], self.lungs[idx], [self.paths[i] for i in idx.tolist()], [])
+        src = self.source[idx] if self.source is not None else None
+        return ImageSet(self.images[idx], self.lungs[idx], [self.paths[i] for i in idx.tolist()], [], src)
+
+    @staticmethod
+    def concat(sets: list[ImageSet]) -> ImageSet:
+        """One set from several, each becoming its own ``source`` (0, 1, ... in the order given)."""
+        return ImageSet(
+            torch.cat([s.images for s in sets]), torch.cat([s.lungs for s in sets]),
+            [p for s in sets for p in s.paths], [k for s in sets for k in s.skipped],
+            torch.cat([torch.full((len(s),), i, dtype=torch.long) for i, s in enumerate(sets)]),
+        )
 
 
 def load_image_set(paths: Iterable[str | os.PathLike], size: int, progress: bool = True) -> ImageSet:

@@ -13,12 +13,13 @@ from shared_data import SHARED_DATA
 
 from anatpaste.adapt import MIN_NORMALS, CalibrationError, FinetuneRecipe, adapt, calibrate, finetune
 from anatpaste.adapt.calibrate import crossfit_scores, crossfit_threshold, fold_index
-from anatpaste.adapt.finetune import cpu_bf16_supported, frozen_modules
+from anatpaste.adapt.finetune import frozen_modules
 from anatpaste.cli import main
 from anatpaste.data import load_image_set
 from anatpaste.detector import DEFAULT_MODEL, Detector
 from anatpaste.features import extract
 from anatpaste.modelfile import dequantize_state, encoder_of, load_model, save_model
+from anatpaste.precision import cpu_bf16_supported
 from anatpaste.score import GaussianScorer
 
 NIH_NORMAL = SHARED_DATA / "nih" / "train" / "NORMAL"

@@ -3,9 +3,9 @@ label-free check says it pays, fine-tune its encoder on them first (``adapt``)."
 
 from anatpaste.adapt.adapt import AdaptResult, adapt
 from anatpaste.adapt.calibrate import MIN_NORMALS, CalibrationError, calibrate, crossfit_threshold
-from anatpaste.adapt.finetune import FinetuneRecipe, cpu_bf16_supported, finetune
+from anatpaste.adapt.finetune import FinetuneRecipe, finetune
 
 __all__ = [
     "MIN_NORMALS", "AdaptResult", "CalibrationError", "FinetuneRecipe", "adapt", "calibrate",
-    "cpu_bf16_supported", "crossfit_threshold", "finetune",
+    "crossfit_threshold", "finetune",
 ]

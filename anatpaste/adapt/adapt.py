@@ -11,9 +11,10 @@ import torch
 
 from anatpaste.adapt.calibrate import MIN_NORMALS, CalibrationError, calibrate
 from anatpaste.adapt.check import lesion_check, lesioned_copies
-from anatpaste.adapt.finetune import FinetuneRecipe, StepCallback, finetune, use_bf16
+from anatpaste.adapt.finetune import FinetuneRecipe, StepCallback, finetune
 from anatpaste.data import ImageSet
 from anatpaste.modelfile import dequantize_state, encoder_of, quantize_state
+from anatpaste.precision import use_bf16
 from anatpaste.train.selection import split_holdout
 
 CHECK_FRACTION = 0.2  # site normals held out of the fine-tune for the check

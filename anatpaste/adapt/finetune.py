@@ -7,7 +7,7 @@ What makes it gentle, and why:
 - replay: half of each batch comes from the model's own training normals (when given), so the encoder keeps
   what it knew while it learns the site's films.
 On CPUs with native bf16 the step runs under bf16 autocast (about twice as fast here, see
-``bench/results/cpu_train_throughput.json`` when present); elsewhere fp32.
+``anatpaste/precision.py``); elsewhere fp32.
 """
 
 from __future__ import annotations
@@ -22,17 +22,10 @@ from anatpaste.data import ImageSet
 from anatpaste.model import AnatPasteNet
 from anatpaste.model.resnet import ResNet18Encoder
 from anatpaste.paste import AnatPaste
+from anatpaste.precision import check_precision, use_bf16
 from anatpaste.train.step import pretext_step
 
 FREEZE_LEVELS = ("none", "stem", "layer1", "layer2", "layer3")
-
-
-def cpu_bf16_supported() -> bool:
-    """Whether this CPU runs bf16 convolutions natively (AVX-512 BF16 / AMX); else they are emulated and slow."""
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 @dataclass(frozen=True)
@@ -66,8 +59,7 @@ class FinetuneRecipe:
             raise ValueError(f"freeze must be one of {FREEZE_LEVELS}, got {self.freeze!r}")
         if not 0 <= self.replay_fraction < 1:
             raise ValueError(f"replay_fraction must be in [0, 1), got {self.replay_fraction}")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
+        check_precision(self.precision)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,14 +81,6 @@ def frozen_modules(encoder: ResNet18Encoder, freeze: str) -> list[torch.nn.Modul
         if name == freeze:
             return out
     raise ValueError(f"freeze must be one of {FREEZE_LEVELS}, got {freeze!r}")
-
-
-def use_bf16(precision: str, device: torch.device) -> bool:
-    if precision == "fp32":
-        return False
-    if precision == "bf16" or device.type == "cuda":
-        return True
-    return cpu_bf16_supported()
 
 
 StepCallback = Callable[[int, int, float], None]  # (step, total, loss)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from anatpaste.precision import check_precision
+
 
 @dataclass
 class TrainConfig:
@@ -24,6 +26,10 @@ class TrainConfig:
         log_every: steps between loss read-outs and progress calls (each read-out syncs the GPU).
         init_weights: optional local file with encoder weights (torchvision resnet18 layout or a model file).
         quantize: store the encoder in int8 (statistics are then fitted with the quantised weights).
+        precision: ``auto`` (bf16 autocast where the device runs it natively: CUDA, CPUs with AVX-512 BF16/AMX),
+            ``bf16`` or ``fp32``; see ``anatpaste/precision.py``.
+        balance_sources: draw each source of normals (e.g. each hospital, see ``ImageSet.source``) equally
+            often, whatever its size; otherwise every image is equally likely.
     """
 
     image_size: int = 256
@@ -42,6 +48,8 @@ class TrainConfig:
     init_weights: str | None = None
     quantize: bool = True
     heatmap_channels: int = 64
+    precision: str = "auto"
+    balance_sources: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -53,6 +61,7 @@ class TrainConfig:
             raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
         if not 0.5 <= self.threshold_quantile < 1:
             raise ValueError(f"threshold_quantile must be in [0.5, 1), got {self.threshold_quantile}")
+        check_precision(self.precision)
         if self.select not in ("synthetic-auc", "last"):
             raise ValueError(f"select must be 'synthetic-auc' or 'last', got {self.select!r}")
 

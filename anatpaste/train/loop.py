@@ -22,10 +22,11 @@ from anatpaste.features import extract
 from anatpaste.model import AnatPasteNet
 from anatpaste.modelfile import save_model
 from anatpaste.paste import AnatPaste
+from anatpaste.precision import use_bf16
 from anatpaste.preprocess import NORM_MEAN, NORM_STD
 from anatpaste.train.config import TrainConfig
 from anatpaste.train.export import build_payload, load_init_weights
-from anatpaste.train.selection import classifier_auc, evaluation_sets, gaussian_auc, split_holdout
+from anatpaste.train.selection import classifier_auc, evaluation_sets, gaussian_auc, holdout_split
 from anatpaste.train.step import pretext_step
 
 
@@ -63,6 +64,22 @@ def pick_device(name: str | None = None) -> torch.device:
     if name:
         return torch.device(name)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def source_balanced_cdf(source: torch.Tensor | None) -> torch.Tensor | None:
+    """Cumulative draw probabilities that give every source the same share (None: one source, uniform draws)."""
+    if source is None or int(source.max()) == int(source.min()):
+        return None
+    weight = 1.0 / torch.bincount(source).double()[source]
+    return (weight.cumsum(0) / weight.sum()).float()
+
+
+def draw_batch(n: int, b: int, gen: torch.Generator, cdf: torch.Tensor | None) -> torch.Tensor:
+    """``b`` image indices: uniform, or by inverse CDF (no ``torch.multinomial``: it syncs CUDA every call)."""
+    if cdf is None:
+        return torch.randint(0, n, (b,), device=gen.device, generator=gen)
+    u = torch.rand(b, device=gen.device, generator=gen)
+    return torch.searchsorted(cdf, u).clamp_max(n - 1)
 
 
 def train(
@@ -105,7 +122,7 @@ def train(
         torch.cuda.set_device(dev)
     if rank != 0:
         progress = None
-    train_idx, hold_idx = split_holdout(len(data), config.holdout_fraction, config.seed)
+    train_idx, hold_idx = holdout_split(data, config.holdout_fraction, config.seed)
     train_set, holdout = data.subset(train_idx), data.subset(hold_idx)
 
     torch.manual_seed(config.seed)  # the only global draw: nn.Module initialisation uses the global RNG
@@ -124,6 +141,9 @@ def train(
 
     images = train_set.images.to(dev)
     lungs = train_set.lungs.to(dev)
+    cdf = source_balanced_cdf(train_set.source) if config.balance_sources else None
+    cdf = cdf.to(dev) if cdf is not None else None
+    bf16 = use_bf16(config.precision, dev)
     # Fixed label-free evaluation set: held-out normals and their pasted copies, plus a fitting subset.
     eval_fit, eval_pasted = evaluation_sets(train_set, holdout, config.seed)
 
@@ -181,10 +201,10 @@ def train(
     window_t, window_imgs = time.perf_counter(), 0
     for step in range(start_step + 1, config.steps + 1):
         t0 = time.perf_counter()
-        idx = torch.randint(0, images.shape[0], (b,), device=dev, generator=gen)
+        idx = draw_batch(images.shape[0], b, gen, cdf)
         x = images[idx].float() / 255.0
         xp = paster(x, lungs[idx], generator=gen)
-        loss = pretext_step(step_net, x, xp, labels, opt, sched, (NORM_MEAN, NORM_STD), bf16=dev.type == "cuda")
+        loss = pretext_step(step_net, x, xp, labels, opt, sched, (NORM_MEAN, NORM_STD), bf16)
         is_eval = rank == 0 and bool(config.eval_every) and (step % config.eval_every == 0 or step == config.steps)
         log_now = is_eval or step % config.log_every == 0 or step == config.steps
         if log_now:
@@ -216,7 +236,7 @@ def train(
     run = {
         "steps": config.steps, "selected_step": selected, "train_seconds": round(train_seconds, 2),
         "images_per_s": round(2 * b * world * (config.steps - start_step) / max(train_seconds, 1e-9), 1),
-        "world_size": world,
+        "world_size": world, "bf16": bf16,
         "history": history, "device": str(dev), "anatpaste_version": __version__,
         "torch_version": str(torch.__version__),
     }

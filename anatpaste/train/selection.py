@@ -75,6 +75,19 @@ def split_holdout(n: int, fraction: float, seed: int, minimum: int = 2) -> tuple
     return perm[k:].sort().values, perm[:k].sort().values
 
 
+def holdout_split(data: ImageSet, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``split_holdout`` within each source of ``data`` (all of it when it has none), so that adding a source
+    leaves the earlier sources' held-out images exactly as they were."""
+    if data.source is None:
+        return split_holdout(len(data), fraction, seed)
+    parts = []
+    for s in torch.unique(data.source).tolist():
+        members = torch.nonzero(data.source == s).flatten()
+        tr, ho = split_holdout(len(members), fraction, seed)
+        parts.append((members[tr], members[ho]))
+    return torch.cat([p[0] for p in parts]).sort().values, torch.cat([p[1] for p in parts]).sort().values
+
+
 def fit_subset(train_set: ImageSet) -> torch.Tensor:
     """The (at most ``FIT_IMAGES``) training normals an evaluation Gaussian is fitted on; fixed per set."""
     order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(7))[:FIT_IMAGES]
@@ -91,7 +104,7 @@ def detector_synthetic_auc(det: Detector, data: ImageSet, holdout_fraction: floa
     """The label-free selection figure of a loaded model file as stored (int8 weights included), on the
     held-out normals of a run over ``data`` with this seed: comparable across model files trained on the same
     data."""
-    train_idx, hold_idx = split_holdout(len(data), holdout_fraction, seed)
+    train_idx, hold_idx = holdout_split(data, holdout_fraction, seed)
     holdout = data.subset(hold_idx)
     fit, pasted = evaluation_sets(data.subset(train_idx), holdout, seed)
     return synthetic_auc(det.encoder, fit, holdout.images, pasted, det.mean, det.std)
