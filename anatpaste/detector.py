@@ -17,6 +17,7 @@ from anatpaste.image import as_unit_image
 from anatpaste.modelfile import encoder_of, load_model
 from anatpaste.preprocess import model_grid
 from anatpaste.score import GaussianScorer, HeatmapScorer
+from anatpaste.score.heat_calibration import lung_window
 from anatpaste.segment import DEFAULT_METHOD, METHODS, segment_lungs
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default.pt"
@@ -103,10 +104,11 @@ class Detector:
         heat = lung = None
         if maps:
             h, w = image.shape
-            heat_small = self.heat.heatmap(grid, (self.image_size, self.image_size))
-            heat = F.interpolate(heat_small.unsqueeze(1), size=(h, w), mode="bilinear", align_corners=False)
-            heat = heat[0, 0].numpy().astype(np.float32)
             # Segment the full-resolution image (segment_lungs works at ~256 px internally and scales the
             # mask back), not the network's small input: the outline is drawn over the original film.
             lung = segment_lungs(as_unit_image(image), method=self.segmentation)
+            heat_small = self.heat.heatmap(grid, (self.image_size, self.image_size))
+            heat = F.interpolate(heat_small.unsqueeze(1), size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+            # AnatPaste's anomalies live in the lung field, and so does the map: zero outside a dilated mask.
+            heat = (heat * lung_window(lung)).numpy().astype(np.float32)
         return ScoreResult(s, self.threshold, s > self.threshold, heat, lung, self.version)

@@ -25,6 +25,7 @@ from anatpaste.features import extract
 from anatpaste.model.resnet import ResNet18Encoder
 from anatpaste.modelfile import encoder_of
 from anatpaste.score import GaussianScorer, HeatmapScorer
+from anatpaste.score.heat_calibration import DISPLAY_HOW, calibrate_heatmap
 
 MIN_NORMALS = 10  # below this the threshold's false-positive rate interval spans most of [0, 1]
 MAX_FOLDS = 20
@@ -87,18 +88,18 @@ def crossfit_threshold(scores: np.ndarray, quantile: float) -> Threshold:
     )
 
 
-def crossfit_heat_scale(grids: torch.Tensor, channels: int, seed: int, folds: int = 5) -> float:
-    """The 99th percentile of per-location distances of normals under heatmap Gaussians fitted without them:
-    the display maximum, so a normal film shows little above it."""
+def crossfit_heat_distances(grids: torch.Tensor, channels: int, seed: int, folds: int = 5) -> torch.Tensor:
+    """(N, h, w) per-location distances of each normal under heatmap Gaussians fitted without it: what the
+    per-location scale and the display threshold are set from (see ``anatpaste.score.heat_calibration``)."""
     n = grids.shape[0]
     folds = min(folds, n)
     fold = fold_index(n, folds, seed)
-    dists = []
+    out = torch.empty(n, *grids.shape[-2:])
     for f in range(folds):
         inside = torch.from_numpy(fold == f)
         heat = HeatmapScorer.fit(grids[~inside], channels, generator=torch.Generator().manual_seed(seed))
-        dists.append(heat.distance_grid(grids[inside]).flatten())
-    return float(torch.quantile(torch.cat(dists), 0.99))
+        out[inside] = heat.distance_grid(grids[inside])
+    return out
 
 
 def calibrate(
@@ -147,7 +148,8 @@ def calibrate(
     folds = min(len(data), MAX_FOLDS)
     out = dict(payload)
     out["gaussian"] = gauss.state_dict()
-    out["heatmap"] = {**heat.state_dict(), "display_max": crossfit_heat_scale(grids, channels, seed)}
+    heat, display = calibrate_heatmap(heat, crossfit_heat_distances(grids, channels, seed), data.lungs)
+    out["heatmap"] = {**heat.state_dict(), "display_max": display, "display_how": DISPLAY_HOW + ", cross-fitted"}
     out["threshold"] = {
         **thr.to_dict(),
         "crossfit_scores": sorted(float(s) for s in scores),

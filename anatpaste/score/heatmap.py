@@ -4,6 +4,11 @@ The paper has no localisation. Here every location of the (H/16, W/16) grid gets
 fixed random subset of the concatenated layer2 (pooled) and layer3 channels, fitted on the normal
 training images; the map is the per-location Mahalanobis distance, upsampled and smoothed. The random
 channel choice is made once at fit time and stored with the model (it must travel with the statistics).
+
+Calibrated per location (:mod:`anatpaste.score.heat_calibration`): each location's distance is divided by
+that location's 95th percentile on normals the Gaussians were not fitted on, so 1.0 means "as unusual here as
+the 5 % most unusual normals" everywhere (raw distances are larger at the film's edges and the abdomen,
+where normals vary most, which drew red blobs there). Older model files have no scale and show raw distances.
 """
 
 from __future__ import annotations
@@ -29,11 +34,19 @@ class HeatmapScorer:
         grid: (h, w) of the feature grid.
     """
 
-    def __init__(self, channels: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor, grid: tuple[int, int]):
+    def __init__(
+        self,
+        channels: torch.Tensor,
+        mean: torch.Tensor,
+        precision: torch.Tensor,
+        grid: tuple[int, int],
+        scale: torch.Tensor | None = None,
+    ):
         self.channels = channels.long()
         self.mean = mean.float()
         self.precision = precision.float()
         self.grid = (int(grid[0]), int(grid[1]))
+        self.scale = scale.float().view(self.grid) if scale is not None else None
 
     @classmethod
     def fit(
@@ -63,17 +76,28 @@ class HeatmapScorer:
         return torch.sqrt(m.clamp_min(0)).view(n, h, w)
 
     def heatmap(self, grids: torch.Tensor, out_hw: tuple[int, int], sigma_px: float = 4.0) -> torch.Tensor:
-        """Distance maps upsampled to ``out_hw`` and Gaussian-smoothed: (N, H, W) float32."""
-        d = self.distance_grid(grids).unsqueeze(1)
-        up = F.interpolate(d, size=out_hw, mode="bilinear", align_corners=False)
+        """Maps upsampled to ``out_hw`` and Gaussian-smoothed: (N, H, W) float32 (see :meth:`render`)."""
+        return self.render(self.distance_grid(grids), out_hw, sigma_px)
+
+    def render(self, distances: torch.Tensor, out_hw: tuple[int, int], sigma_px: float = 4.0) -> torch.Tensor:
+        """(N, h, w) distances → divided by the per-location scale (when fitted), upsampled, smoothed."""
+        d = distances if self.scale is None else distances / self.scale
+        up = F.interpolate(d.unsqueeze(1), size=out_hw, mode="bilinear", align_corners=False)
         return _smooth(up, sigma_px * min(out_hw) / 256.0)[:, 0]
 
+    def with_scale(self, scale: torch.Tensor) -> HeatmapScorer:
+        return HeatmapScorer(self.channels, self.mean, self.precision, self.grid, scale)
+
     def state_dict(self) -> dict[str, torch.Tensor | list[int]]:
-        return {"channels": self.channels, "mean": self.mean, "precision": self.precision, "grid": list(self.grid)}
+        out = {"channels": self.channels, "mean": self.mean, "precision": self.precision, "grid": list(self.grid)}
+        if self.scale is not None:
+            out["location_scale"] = self.scale
+        return out
 
     @classmethod
     def from_state_dict(cls, state: dict) -> HeatmapScorer:
-        return cls(state["channels"], state["mean"], state["precision"], tuple(state["grid"]))
+        return cls(state["channels"], state["mean"], state["precision"], tuple(state["grid"]),
+                   state.get("location_scale"))
 
 
 def _smooth(x: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -17,6 +17,7 @@ from anatpaste.model.resnet import ResNet18Encoder
 from anatpaste.modelfile import dequantize_state, load_model, quantize_state
 from anatpaste.preprocess import NORM_MEAN, NORM_STD
 from anatpaste.score import GaussianScorer, HeatmapScorer
+from anatpaste.score.heat_calibration import DISPLAY_HOW, calibrate_heatmap
 from anatpaste.segment import DEFAULT_METHOD
 from anatpaste.train.config import TrainConfig
 
@@ -46,14 +47,14 @@ def build_payload(
     h_emb, h_grids = extract(encoder, holdout.images, NORM_MEAN, NORM_STD, with_grid=True)
     h_scores = gauss.score(h_emb).numpy()
     threshold = float(np.quantile(h_scores, config.threshold_quantile))
-    heat_scale = float(np.quantile(heat.distance_grid(h_grids).numpy(), 0.99))
+    heat, heat_display = calibrate_heatmap(heat, heat.distance_grid(h_grids), holdout.lungs)
     return {
         "anatpaste_version": run.get("anatpaste_version"),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "encoder": enc_state,
         "encoder_quantized": bool(config.quantize),
         "gaussian": gauss.state_dict(),
-        "heatmap": {**heat.state_dict(), "display_max": heat_scale},
+        "heatmap": {**heat.state_dict(), "display_max": heat_display, "display_how": DISPLAY_HOW},
         "threshold": {
             "value": threshold,
             "quantile": config.threshold_quantile,

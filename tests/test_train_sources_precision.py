@@ -1,0 +1,98 @@
+"""Training under bf16 autocast where the CPU runs it natively, fp32 otherwise; several sources drawn equally."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from shared_data import SHARED_DATA, zhang_files
+
+import anatpaste.precision as precision
+from anatpaste.data import ImageSet, find_images, load_image_set
+from anatpaste.modelfile import load_model
+from anatpaste.precision import cpu_bf16_supported, use_bf16
+from anatpaste.train import TrainConfig, train
+from anatpaste.train.loop import draw_batch, source_balanced_cdf
+from anatpaste.train.selection import holdout_split, split_holdout
+
+
+@pytest.fixture(scope="module")
+def two_sites() -> ImageSet:
+    children = load_image_set(zhang_files("train", "NORMAL", n=30), 64, progress=False)
+    adults = load_image_set(find_images(SHARED_DATA / "nih" / "train" / "NORMAL")[:10], 64, progress=False)
+    return ImageSet.concat([children, adults])
+
+
+def test_this_cpu_runs_bf16_natively_so_auto_chooses_it():
+    # CI runs on the same CPU family as the throughput benchmark (avx512_bf16): the bf16 path must run here.
+    assert cpu_bf16_supported(), "expected native bf16 on this machine (see bench/results/cpu_train_throughput.json)"
+    assert use_bf16("auto", torch.device("cpu")) and not use_bf16("fp32", torch.device("cpu"))
+
+
+def test_auto_falls_back_to_fp32_on_a_cpu_without_native_bf16(monkeypatch):
+    monkeypatch.setattr(precision, "cpu_bf16_supported", lambda: False)
+    assert not use_bf16("auto", torch.device("cpu"))
+    assert use_bf16("bf16", torch.device("cpu")), "an explicit bf16 is honoured (emulated, slow)"
+    assert use_bf16("auto", torch.device("cuda"))
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="fp16")
+
+
+@pytest.mark.parametrize("prec", ["bf16", "fp32"])
+def test_training_runs_and_records_its_precision(tmp_path, two_sites, prec):
+    cfg = TrainConfig(image_size=64, steps=3, batch_size=8, eval_every=0, checkpoint_every=0, precision=prec)
+    summary = train(cfg, two_sites, tmp_path / "m.pt", device="cpu")
+    assert summary["bf16"] is (prec == "bf16")
+    payload = load_model(tmp_path / "m.pt")
+    assert payload["training"]["bf16"] is (prec == "bf16") and payload["config"]["precision"] == prec
+
+
+def test_bf16_and_fp32_steps_agree_closely_from_the_same_start(two_sites):
+    from anatpaste.model import AnatPasteNet
+    from anatpaste.paste import AnatPaste
+    from anatpaste.train.step import pretext_step
+
+    x = two_sites.images[:8].float() / 255
+    xp = AnatPaste()(x, two_sites.lungs[:8], generator=torch.Generator().manual_seed(0))
+    labels = torch.cat([torch.zeros(8), torch.ones(8)]).long()
+    losses = {}
+    for bf16 in (False, True):
+        torch.manual_seed(0)
+        net = AnatPasteNet(in_channels=1).to(memory_format=torch.channels_last)
+        opt = torch.optim.SGD(net.parameters(), lr=0.01)
+        sched = torch.optim.lr_scheduler.ConstantLR(opt, 1.0)
+        losses[bf16] = float(pretext_step(net, x, xp, labels, opt, sched, (0.5, 0.25), bf16).detach())
+    assert losses[True] == pytest.approx(losses[False], rel=0.05), losses
+
+
+def test_balanced_draws_give_each_source_the_same_share():
+    source = torch.cat([torch.zeros(90, dtype=torch.long), torch.ones(10, dtype=torch.long)])
+    cdf = source_balanced_cdf(source)
+    idx = draw_batch(100, 20_000, torch.Generator().manual_seed(0), cdf)
+    share = float((source[idx] == 1).float().mean())
+    assert 0.48 < share < 0.52, share
+    assert source_balanced_cdf(torch.zeros(5, dtype=torch.long)) is None, "one source: plain uniform draws"
+
+
+def test_each_source_holds_out_what_it_would_alone(two_sites):
+    tr, ho = holdout_split(two_sites, 0.2, seed=0)
+    assert sorted(tr.tolist() + ho.tolist()) == list(range(40))
+    _, alone = split_holdout(30, 0.2, seed=0)
+    assert ho[ho < 30].tolist() == alone.tolist(), "adding a source leaves the first source's hold-out unchanged"
+    assert (ho >= 30).sum() == 2, "the second source holds out its own 20 %"
+
+
+def test_cli_trains_on_two_sources_with_balanced_draws(tmp_path):
+    from anatpaste.cli import main
+
+    a, b = tmp_path / "children", tmp_path / "adults"
+    for folder, files in ((a, zhang_files("train", "NORMAL", n=8)),
+                          (b, find_images(SHARED_DATA / "nih" / "train" / "NORMAL")[:6])):
+        folder.mkdir()
+        for p in files:
+            (folder / p.name).write_bytes(p.read_bytes())
+    out = tmp_path / "m.pt"
+    assert main(["train", "--normal", str(a), "--normal", str(b), "--balance-sources", "--output", str(out),
+                 "--size", "64", "--steps", "2", "--batch-size", "4", "--eval-every", "0", "--device", "cpu"]) == 0
+    data = load_model(out)["training"]["data"]
+    assert data["n_per_source"] == [8, 6] and data["balance_sources"] is True
+    assert data["sources"] == [[str(a)], [str(b)]]
