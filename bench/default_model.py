@@ -34,12 +34,15 @@ class TrainingNormals:
 
     def of(self, det: Detector) -> ImageSet:
         data = det.payload["training"]["data"]
-        sources = tuple(tuple(g) for g in data.get("sources") or [data["folders"]])
-        key = (sources, det.image_size)
-        if key not in self._sets:
-            sets = [load_image_set([p for f in g for p in find_images(REPO / f)], det.image_size) for g in sources]
-            self._sets[key] = sets[0] if len(sets) == 1 else ImageSet.concat(sets)
-        return self._sets[key]
+        sources = [tuple(g) for g in data.get("sources") or [data["folders"]]]
+        sets = [self._group(g, det.image_size) for g in sources]
+        return sets[0] if len(sets) == 1 else ImageSet.concat(sets)
+
+    def _group(self, folders: tuple[str, ...], size: int) -> ImageSet:
+        if (folders, size) not in self._sets:
+            paths = [p for f in folders for p in find_images(REPO / f)]
+            self._sets[(folders, size)] = load_image_set(paths, size)
+        return self._sets[(folders, size)]
 
 
 def test_sets() -> dict[str, tuple[list[Path], list[Path]]]:
