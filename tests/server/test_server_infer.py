@@ -106,6 +106,7 @@ def test_infer_all_gives_json_and_an_nrrd_overlay_in_the_radiographs_geometry(
     assert rg.spacing is not None
     assert list(header["sizes"]) == [2, w, h, 1]
     assert header["type"] == "float"
+    assert header["encoding"] == "gzip"  # lossless; 28.8 MB raw -> 7.6 MB for a 2k film (result_image.py)
     assert header["kinds"] == ["vector", "domain", "domain", "domain"]
     dirs = header["space directions"]
     assert dirs[1][0] == pytest.approx(rg.spacing[1])  # column spacing along NRRD's first domain axis
