@@ -6,8 +6,10 @@ for multipart, as MONAI Label does), so a client bug cannot hide behind a matchi
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import socket
 import threading
 import time
 import urllib.parse
@@ -29,6 +31,7 @@ class Request:
     query: dict[str, str]
     headers: dict[str, str]
     body: bytes
+    client_port: int = 0  # which TCP connection carried the request
 
     def form(self) -> dict[str, str]:
         return dict(urllib.parse.parse_qsl(self.body.decode()))
@@ -46,7 +49,7 @@ class Request:
 
 
 def maps_nrrd(heatmap: np.ndarray, mask: np.ndarray) -> bytes:
-    """The server's result image: float32 ``2 W H 1`` (docs/server-api.md), written by pynrrd."""
+    """The server's result image: gzip-encoded float32 ``2 W H 1`` (docs/server-api.md), written by pynrrd."""
     h, w = heatmap.shape
     data = np.empty((1, h, w, 2), dtype="<f4")
     data[0, :, :, 0] = heatmap
@@ -54,7 +57,7 @@ def maps_nrrd(heatmap: np.ndarray, mask: np.ndarray) -> bytes:
     buf = io.BytesIO()
     header = {
         "type": "float",
-        "encoding": "raw",
+        "encoding": "gzip",
         "endian": "little",
         "kinds": ["vector", "domain", "domain", "domain"],
         "space": "left-posterior-superior",
@@ -106,6 +109,10 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):  # keep pytest output clean
         pass
 
+    def setup(self):
+        super().setup()
+        self.server.connections.add(self.connection)  # closed by FakeServer.stop, as a stopped process would
+
     def _dispatch(self, method: str) -> None:
         parts = urllib.parse.urlsplit(self.path)
         length = int(self.headers.get("content-length") or 0)
@@ -116,6 +123,7 @@ class Handler(BaseHTTPRequestHandler):
             dict(urllib.parse.parse_qsl(parts.query)),
             {k.lower(): v for k, v in self.headers.items()},
             body,
+            self.client_address[1],
         )
         fake = self.server.fake
         fake.state.requests.append(self.req)
@@ -153,6 +161,7 @@ class Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     fake: FakeServer
+    connections: set[socket.socket]
 
 
 class FakeServer:
@@ -183,13 +192,19 @@ class FakeServer:
     def start(self) -> FakeServer:
         self._httpd = _Server(("127.0.0.1", 0), Handler)
         self._httpd.fake = self
+        self._httpd.connections = set()
         threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
         return self
 
     def stop(self) -> None:
+        """Stop listening and drop the open keep-alive connections (the client's pool holds some)."""
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
+            for conn in list(self._httpd.connections):
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+                conn.close()
 
     @property
     def url(self) -> str:

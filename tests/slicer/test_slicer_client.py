@@ -1,4 +1,5 @@
-"""The Lib's HTTP client against a local server: the contract, and every way a server can misbehave."""
+"""The Lib's HTTP client (requests underneath) against a local server: the contract, and every way a server
+can misbehave."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+import urllib3
 from AnatPasteReviewLib.client import (
     AnatPasteClient,
     AuthenticationError,
@@ -20,6 +22,7 @@ from AnatPasteReviewLib.client import (
     normalize_server_url,
 )
 from AnatPasteReviewLib.images import read_result_maps
+from requests_toolbelt import MultipartDecoder
 from slicer_fake_server import drip, hang, status, test_maps, truncated
 
 FAST = Timeouts(connect=0.5, read=0.5, total=2.0)
@@ -322,3 +325,44 @@ def test_oversized_answer_is_refused(fake):
     c = AnatPasteClient(fake.url, timeouts=FAST, max_response_bytes=1000)
     with pytest.raises(BadResponseError, match="too large"):
         c.info()
+
+
+# ------------------------------------------------------------------------------ requests underneath
+def test_upload_with_an_odd_file_name_is_read_by_requests_toolbelt(fake, tmp_path):
+    """requests encodes the upload; MONAI Label's own decoder (requests_toolbelt) must read it whole."""
+    path = tmp_path / 'odd "name" é.png'
+    path.write_bytes(fake.state.images["study-b"]["data"])
+    client(fake.url).upload_image(path)
+    (call,) = fake.calls("PUT", "/datastore/image")
+    params, file = MultipartDecoder(call.body, call.headers["content-type"]).parts
+    assert (params.content, file.content) == (b"{}", path.read_bytes())
+    disposition = file.headers[b"Content-Disposition"].decode()
+    assert 'filename="odd %22name%22 é.png"' in disposition  # the quotes cannot end the header field
+    assert file.headers[b"Content-Type"] == b"image/png"
+
+
+@pytest.mark.parametrize("read1", ["urllib3", "http.client"])
+def test_body_is_read_as_it_arrives_with_and_without_urllib3s_read1(fake, monkeypatch, read1):
+    """3D Slicer 5.2-5.8 bundle urllib3 1.26, which has no read1: the client then reads from http.client's
+    response beneath. Either way a full answer arrives and a dripping server meets the total deadline."""
+    if read1 == "http.client":
+        for cls in (urllib3.response.HTTPResponse, urllib3.response.BaseHTTPResponse):
+            monkeypatch.delattr(cls, "read1")
+        assert not hasattr(urllib3.response.HTTPResponse, "read1")
+    heat, _ = test_maps((48, 64))
+    result = client(fake.url).score(image_id="study-a")
+    np.testing.assert_array_equal(read_result_maps(result.maps_nrrd, result.shape).heatmap, heat)
+    fake.on("GET", "/info/", drip(total_bytes=100, interval=0.1))
+    t0 = time.monotonic()
+    with pytest.raises(ServerTimeoutError, match="longer than 1 s"):
+        client(fake.url, Timeouts(connect=0.5, read=0.5, total=1.0)).info()
+    assert time.monotonic() - t0 < 2.5
+
+
+def test_one_connection_serves_successive_calls(fake):
+    """The requests.Session keeps the connection open between calls (the old client opened one per call)."""
+    c = client(fake.url)
+    for _ in range(3):
+        c.info()
+    ports = {r.client_port for r in fake.calls("GET", "/info/")}
+    assert len(ports) == 1

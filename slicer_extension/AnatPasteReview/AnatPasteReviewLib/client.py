@@ -1,234 +1,70 @@
-"""Client for the AnatPaste MONAI Label server (docs/server-api.md), standard library only.
+"""Client for the AnatPaste MONAI Label server (docs/server-api.md) on ``requests``.
 
-No slicer, qt, requests or httpx import: the same client runs inside 3D Slicer's Python and in the
-project's tests. Every call has a connect timeout, a read timeout (per socket operation) and a total
-deadline for the whole response, and every failure becomes a :class:`ServerError` whose text a
-clinician can read.
+``requests`` ships with 3D Slicer's Python, so the same client runs inside Slicer and in the project's
+tests; it imports no slicer or qt. Every call has a connect timeout, a read timeout (per socket
+operation), a total deadline for the whole answer and a size limit, and every failure becomes a
+:class:`~.errors.ServerError` whose text a clinician can read.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import http.client
+import http
 import json
 import os
 import re
 import socket
-import ssl
 import time
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from .multipart import FilePart, MultipartError, decode_multipart, encode_multipart, header_param
+import requests
+import urllib3
 
-MODEL = "anatpaste"
+from .answers import MODEL, REVIEW_VALUES, ScoreResult, ServerInfo, TrainingStatus, opt_str, shorten
+from .errors import (
+    AuthenticationError,
+    BadResponseError,
+    ServerError,
+    ServerResponseError,
+    ServerTimeoutError,
+    ServerUnreachableError,
+    TrainingAlreadyRunningError,
+)
+from .multipart import MultipartError, decode_multipart, header_param
+
+__all__ = [
+    "AnatPasteClient",
+    "AuthenticationError",
+    "BadResponseError",
+    "ScoreResult",
+    "ServerError",
+    "ServerInfo",
+    "ServerResponseError",
+    "ServerTimeoutError",
+    "ServerUnreachableError",
+    "Timeouts",
+    "TrainingAlreadyRunningError",
+    "TrainingStatus",
+    "normalize_server_url",
+]
+
 SCORING_METHOD = "anatpaste_score"
 STRATEGY = "most_anomalous"
-REVIEW_VALUES = ("normal", "abnormal")
-RUNNING_STATES = ("SUBMITTED", "RUNNING")
+CHUNK = 1 << 16
 
 # socket.timeout is TimeoutError from Python 3.10 on; 3D Slicer 5.2-5.8 bundle Python 3.9.
-_TIMEOUTS = (socket.timeout, TimeoutError)  # noqa: UP041
+_TIMEOUTS = (socket.timeout, TimeoutError, urllib3.exceptions.ReadTimeoutError)  # noqa: UP041
+_BROKEN = (
+    http.client.HTTPException,
+    urllib3.exceptions.ProtocolError,
+    requests.exceptions.ChunkedEncodingError,
+    ConnectionError,
+)
 _MEDIA_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".dcm": "application/dicom"}
 
 
-# --------------------------------------------------------------------------------------------- errors
-class ServerError(Exception):
-    """A call to the server failed. ``str(err)`` is a readable sentence.
-
-    Attributes:
-        status: the HTTP status, or None when no HTTP answer came back.
-        detail: the server's own explanation (FastAPI's ``detail``), when it gave one.
-    """
-
-    def __init__(self, message: str, *, status: int | None = None, detail: str | None = None):
-        super().__init__(message)
-        self.status = status
-        self.detail = detail
-
-
-class ServerUnreachableError(ServerError):
-    """No connection: wrong address, server not running, network or TLS failure, connect timeout."""
-
-
-class ServerTimeoutError(ServerError):
-    """Connected, but the server did not answer (or finish answering) in time."""
-
-
-class ServerResponseError(ServerError):
-    """The server answered with an HTTP error status (4xx/5xx)."""
-
-
-class AuthenticationError(ServerResponseError):
-    """401/403: log in, or the account lacks the role this action needs."""
-
-
-class TrainingAlreadyRunningError(ServerResponseError):
-    """429 on ``POST /train``: a training task is already running."""
-
-
-class BadResponseError(ServerError):
-    """The server answered 2xx with something this client cannot use (bad JSON, truncated body, ...)."""
-
-
-# ------------------------------------------------------------------------------------------ results
-@dataclass(frozen=True)
-class TrainingStatus:
-    """Where training stands (``train_stats.anatpaste`` merged with MONAI Label's task status).
-
-    ``status``: SUBMITTED, RUNNING, DONE, ERROR, STOPPED (MONAI Label's task states), INTERRUPTED, or
-    "NONE" when the server has never trained. ``outcome``: the server's verdict on a finished run
-    ("published", "rejected" by the sanity gate, "failed", "stopped"). ``message``: why a run failed.
-    """
-
-    status: str = "NONE"
-    step: int | None = None
-    total: int | None = None
-    loss: float | None = None
-    synthetic_auc: float | None = None
-    new_confirmed_normals: int = 0
-    published_version: str | None = None
-    outcome: str | None = None
-    phase: str | None = None
-    message: str | None = None
-    mode: str | None = None  # calibrate, adapt, finetune, scratch
-    gate_reason: str | None = None  # the gate's verdict in words
-    acceptance_auc: float | None = None  # candidate's AUC on the site's acceptance set (reviewed studies)
-    acceptance_published_auc: float | None = None  # the published model's, on the same studies
-    expected_fpr: float | None = None  # share of new normals expected above the new threshold
-    fpr_interval: tuple[float, float] | None = None  # 90 % interval of that share
-    adapt_chosen: str | None = None  # adapt: "finetuned" or "calibrated" encoder
-
-    @property
-    def running(self) -> bool:
-        return self.status in RUNNING_STATES
-
-    @property
-    def fraction(self) -> float | None:
-        """step / total in [0, 1], or None when unknown."""
-        if self.step is None or not self.total:
-            return None
-        return min(max(self.step / self.total, 0.0), 1.0)
-
-    @classmethod
-    def from_json(cls, stats: dict[str, Any] | None, task: dict[str, Any] | None = None) -> TrainingStatus:
-        """Build from ``train_stats.anatpaste`` and, optionally, ``GET /train/``'s task record.
-
-        The task record is the newer of the two (this server adds the trainer's progress to it) and wins,
-        ``status`` included: stats written by a killed trainer can still say RUNNING.
-        """
-        stats = {**(stats if isinstance(stats, dict) else {}), **(task if isinstance(task, dict) else {})}
-        status = str(stats.get("status") or "NONE").upper()
-        gate = _dict(stats.get("gate"))
-        acceptance = _dict(gate.get("acceptance"))
-        message = _opt_str(stats.get("error"))
-        details = stats.get("details") or []
-        if message is None and status == "ERROR" and isinstance(details, list) and details:
-            message = str(details[-1]).strip()
-        return cls(
-            status=status,
-            step=_opt_int(stats.get("step")),
-            total=_opt_int(stats.get("total")),
-            loss=_opt_float(stats.get("loss")),
-            synthetic_auc=_opt_float(stats.get("synthetic_auc")),
-            new_confirmed_normals=_opt_int(stats.get("new_confirmed_normals")) or 0,
-            published_version=_opt_str(stats.get("published_version")),
-            outcome=_opt_str(stats.get("outcome")),
-            phase=_opt_str(stats.get("phase")),
-            message=message,
-            mode=_opt_str(stats.get("mode")),
-            gate_reason=_opt_str(gate.get("reason")),
-            acceptance_auc=_opt_float(_dict(acceptance.get("candidate")).get("auc")),
-            acceptance_published_auc=_opt_float(_dict(acceptance.get("current")).get("auc")),
-            expected_fpr=_opt_float(stats.get("expected_fpr")),
-            fpr_interval=_opt_pair(stats.get("fpr_interval")),
-            adapt_chosen=_opt_str(stats.get("adapt_chosen")),
-        )
-
-
-@dataclass(frozen=True)
-class ServerInfo:
-    """What ``GET /info/`` says about the AnatPaste model (None fields: the server did not say)."""
-
-    name: str
-    models: tuple[str, ...]
-    model_available: bool
-    model_version: str | None
-    threshold: float | None
-    image_size: int | None
-    trainer_available: bool
-    training: TrainingStatus
-    datastore: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_json(cls, info: Any) -> ServerInfo:
-        if not isinstance(info, dict) or not isinstance(info.get("models"), dict):
-            raise BadResponseError("the server's /info/ answer has no 'models': is this a MONAI Label server?")
-        models = info["models"]
-        model = models.get(MODEL) if isinstance(models.get(MODEL), dict) else {}
-        trainers = info.get("trainers") if isinstance(info.get("trainers"), dict) else {}
-        stats = info.get("train_stats") if isinstance(info.get("train_stats"), dict) else {}
-        return cls(
-            name=str(info.get("name") or ""),
-            models=tuple(sorted(models)),
-            model_available=MODEL in models,
-            model_version=_opt_str(model.get("version")),
-            threshold=_opt_float(model.get("threshold")),
-            image_size=_opt_int(model.get("image_size")),
-            trainer_available=MODEL in trainers,
-            training=TrainingStatus.from_json(stats.get(MODEL)),
-            datastore=info.get("datastore") if isinstance(info.get("datastore"), dict) else {},
-        )
-
-
-@dataclass(frozen=True)
-class ScoreResult:
-    """One scored radiograph (the JSON of ``POST /infer/anatpaste``) and, if asked for, the maps NRRD."""
-
-    score: float
-    label: str
-    threshold: float
-    model_version: str
-    image: str | None = None
-    heatmap_display_max: float | None = None
-    spacing: tuple[float, float] | None = None
-    shape: tuple[int, int] | None = None
-    maps_nrrd: bytes | None = field(default=None, repr=False)
-
-    @property
-    def abnormal(self) -> bool:
-        return self.label == "abnormal"
-
-    @classmethod
-    def from_json(cls, d: Any, maps_nrrd: bytes | None = None) -> ScoreResult:
-        if not isinstance(d, dict):
-            raise BadResponseError(f"the score answer is not a JSON object: {_short(d)}")
-        missing = [k for k in ("score", "label", "threshold", "model_version") if d.get(k) is None]
-        if missing:
-            raise BadResponseError(f"the score answer lacks {', '.join(missing)}: {_short(d)}")
-        label = str(d["label"])
-        if label not in REVIEW_VALUES:
-            raise BadResponseError(f"the score answer has an unknown label {label!r}")
-        try:
-            spacing = tuple(float(v) for v in d["spacing"]) if d.get("spacing") else None
-            shape = tuple(int(v) for v in d["shape"]) if d.get("shape") else None
-            return cls(
-                score=float(d["score"]),
-                label=label,
-                threshold=float(d["threshold"]),
-                model_version=str(d["model_version"]),
-                image=_opt_str(d.get("image")),
-                heatmap_display_max=_opt_float(d.get("heatmap_display_max")),
-                spacing=spacing if spacing and len(spacing) == 2 else None,  # type: ignore[arg-type]
-                shape=shape if shape and len(shape) == 2 else None,  # type: ignore[arg-type]
-                maps_nrrd=maps_nrrd,
-            )
-        except (TypeError, ValueError) as exc:
-            raise BadResponseError(f"the score answer has a malformed number: {_short(d)}") from exc
-
-
-# ------------------------------------------------------------------------------------------- client
 def normalize_server_url(text: str) -> str:
     """``"localhost:8000"`` -> ``"http://localhost:8000"``; trailing slashes removed.
 
@@ -254,8 +90,8 @@ def normalize_server_url(text: str) -> str:
 
 @dataclass(frozen=True)
 class Timeouts:
-    """Seconds. ``connect``: to open the connection; ``read``: for each socket read/write once
-    connected; ``total``: for one whole call, body included."""
+    """Seconds. ``connect``: to open the connection; ``read``: for each socket read once connected;
+    ``total``: for one whole call, body included."""
 
     connect: float = 5.0
     read: float = 60.0
@@ -270,7 +106,7 @@ class Timeouts:
 @dataclass(frozen=True)
 class _Response:
     status: int
-    headers: dict[str, str]
+    headers: dict[str, str]  # lower-case names
     body: bytes
 
     @property
@@ -279,13 +115,18 @@ class _Response:
 
 
 class AnatPasteClient:
-    """Calls of docs/server-api.md. Thread-safe: each call opens its own connection.
+    """Calls of docs/server-api.md.
+
+    The worker threads of a :class:`~.session.ReviewSession` share one ``requests.Session``: its
+    connection pool (urllib3's) is thread-safe, and nothing else in it changes after construction (the
+    token goes into each request's headers).
 
     Args:
         server_url: e.g. ``http://127.0.0.1:8000`` (normalised by :func:`normalize_server_url`).
         timeouts: see :class:`Timeouts`.
         token: a bearer token (after :meth:`login`, or one obtained elsewhere).
         max_response_bytes: larger answers are refused (a runaway server cannot fill memory).
+        http_session: a ``requests.Session`` to use (proxies, certificates); default: a new one.
 
     Example:
         >>> client = AnatPasteClient("127.0.0.1:8000")
@@ -300,16 +141,16 @@ class AnatPasteClient:
         timeouts: Timeouts | None = None,
         token: str | None = None,
         max_response_bytes: int = 512 * 2**20,
+        http_session: requests.Session | None = None,
     ):
         self.server_url = normalize_server_url(server_url)
         self.timeouts = timeouts or Timeouts()
         self.token = token
         self.max_response_bytes = max_response_bytes
-        parts = urllib.parse.urlsplit(self.server_url)
-        self._https = parts.scheme == "https"
-        self._host = parts.hostname or ""
-        self._port = parts.port or (443 if self._https else 80)
-        self._prefix = parts.path
+        self.http = http_session or requests.Session()
+        # identity: the body is read as it arrives (see _read_body), so no HTTP-level decoding; the maps
+        # NRRD is gzip-encoded inside.
+        self.http.headers.update({"User-Agent": "AnatPasteReview", "Accept-Encoding": "identity"})
 
     # ---------------------------------------------------------------------------------- server state
     def info(self) -> ServerInfo:
@@ -328,10 +169,7 @@ class AnatPasteClient:
 
     def login(self, username: str, password: str) -> str:
         """``POST /auth/token`` (password grant); keeps and returns the bearer token."""
-        body = urllib.parse.urlencode({"username": username, "password": password}).encode()
-        answer = self._json(
-            "POST", "/auth/token", body=body, content_type="application/x-www-form-urlencoded", auth=False
-        )
+        answer = self._json("POST", "/auth/token", data={"username": username, "password": password}, auth=False)
         token = answer.get("access_token") if isinstance(answer, dict) else None
         if not token:
             raise AuthenticationError("the server did not return an access token (is auth enabled?)", status=None)
@@ -359,8 +197,8 @@ class AnatPasteClient:
         if image_id is not None:
             resp = self._request("POST", f"/infer/{MODEL}", query={"image": image_id, "output": output})
         else:
-            body, ctype = encode_multipart({"params": "{}"}, {"file": file_part(path)})
-            resp = self._request("POST", f"/infer/{MODEL}", query={"output": output}, body=body, content_type=ctype)
+            upload = {"data": {"params": "{}"}, "files": {"file": file_part(path)}}
+            resp = self._request("POST", f"/infer/{MODEL}", query={"output": output}, **upload)
         if not maps or not resp.content_type.lower().startswith("multipart/"):
             if maps:
                 raise BadResponseError("the server sent the score without the heatmap (expected a multipart answer)")
@@ -376,7 +214,7 @@ class AnatPasteClient:
         try:
             d = json.loads(meta.data.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
-            raise BadResponseError(f"the score answer's JSON part is not valid JSON: {_short(meta.data)}") from exc
+            raise BadResponseError(f"the score answer's JSON part is not valid JSON: {shorten(meta.data)}") from exc
         return ScoreResult.from_json(d, maps_nrrd=image.data)
 
     def score_all(self) -> dict:
@@ -386,10 +224,10 @@ class AnatPasteClient:
     # ------------------------------------------------------------------------------------- datastore
     def next_study(self) -> str | None:
         """``POST /activelearning/most_anomalous``: the most anomalous unreviewed image id, or None."""
-        answer = self._json("POST", f"/activelearning/{STRATEGY}", body=b"{}", content_type="application/json")
+        answer = self._json("POST", f"/activelearning/{STRATEGY}", json_body={})
         if not isinstance(answer, dict):
-            raise BadResponseError(f"the worklist answer is not a JSON object: {_short(answer)}")
-        return _opt_str(answer.get("id"))
+            raise BadResponseError(f"the worklist answer is not a JSON object: {shorten(answer)}")
+        return opt_str(answer.get("id"))
 
     def datastore(self) -> dict:
         """``GET /datastore/?output=all``: every image with its info (scores, reviews)."""
@@ -418,12 +256,12 @@ class AnatPasteClient:
 
     def upload_image(self, path: str | os.PathLike, image_id: str | None = None) -> str:
         """``PUT /datastore/image``: add a local file to the server's studies; return its id."""
-        body, ctype = encode_multipart({"params": "{}"}, {"file": file_part(path)})
         query = {"image": image_id} if image_id else None
-        answer = self._json("PUT", "/datastore/image", query=query, body=body, content_type=ctype)
+        upload = {"data": {"params": "{}"}, "files": {"file": file_part(path)}}
+        answer = self._json("PUT", "/datastore/image", query=query, **upload)
         image = answer.get("image") if isinstance(answer, dict) else None
         if not image:
-            raise BadResponseError(f"the upload answer has no image id: {_short(answer)}")
+            raise BadResponseError(f"the upload answer has no image id: {shorten(answer)}")
         return str(image)
 
     def set_review(self, image_id: str, review: str | None) -> dict:
@@ -431,14 +269,8 @@ class AnatPasteClient:
         withdraw it). "normal" is a confirmed normal: the trainer uses it."""
         if review is not None and review not in REVIEW_VALUES:
             raise ValueError(f"review must be one of {REVIEW_VALUES} or None, got {review!r}")
-        body = urllib.parse.urlencode({"info": json.dumps({"review": review})}).encode()
-        return self._json(
-            "PUT",
-            "/datastore/image/info",
-            query={"image": image_id},
-            body=body,
-            content_type="application/x-www-form-urlencoded",
-        )
+        form = {"info": json.dumps({"review": review})}
+        return self._json("PUT", "/datastore/image/info", query={"image": image_id}, data=form)
 
     # -------------------------------------------------------------------------------------- training
     def start_training(self, params: dict[str, Any] | None = None) -> dict:
@@ -447,9 +279,8 @@ class AnatPasteClient:
         Raises:
             TrainingAlreadyRunningError: the server is already training (429).
         """
-        body = json.dumps(params or {}).encode()
         try:
-            return self._json("POST", f"/train/{MODEL}", body=body, content_type="application/json")
+            return self._json("POST", f"/train/{MODEL}", json_body=params or {})
         except ServerResponseError as err:
             if err.status == 429:
                 raise TrainingAlreadyRunningError(
@@ -492,101 +323,112 @@ class AnatPasteClient:
         path: str,
         *,
         query: dict[str, str] | None = None,
-        body: bytes | None = None,
-        content_type: str | None = None,
+        data: dict[str, str] | None = None,
+        json_body: Any = None,
+        files: dict[str, tuple[str, bytes, str]] | None = None,
         auth: bool = True,
     ) -> _Response:
-        target = self._prefix + path + ("?" + urllib.parse.urlencode(query) if query else "")
-        headers = {"Accept": "application/json, multipart/form-data, */*", "User-Agent": "AnatPasteReview"}
-        if content_type:
-            headers["Content-Type"] = content_type
+        headers = {"Accept": "application/json, multipart/form-data, */*"}
         if auth and self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        where = f"{self.server_url}{path}"
         deadline = time.monotonic() + self.timeouts.total
-        conn = self._connection()
         try:
-            try:
-                conn.connect()
-            except _TIMEOUTS as exc:
-                raise ServerUnreachableError(
-                    f"no answer from {self.server_url} within {self.timeouts.connect:g} s: is the server "
-                    "running and the address right?"
-                ) from exc
-            except ssl.SSLError as exc:
-                raise ServerUnreachableError(f"secure connection to {self.server_url} failed: {exc}") from exc
-            except OSError as exc:
-                raise ServerUnreachableError(
-                    f"cannot connect to {self.server_url}: {_os_reason(exc)}. Is the server running and the "
-                    "address right?"
-                ) from exc
-            conn.sock.settimeout(self.timeouts.read)
-            try:
-                conn.request(method, target, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = self._read_body(resp, deadline)
-            except _TIMEOUTS as exc:
-                raise ServerTimeoutError(
-                    f"the server at {self.server_url} did not answer {method} {path} within {self.timeouts.read:g} s"
-                ) from exc
-            except (http.client.HTTPException, ConnectionError) as exc:
-                raise BadResponseError(
-                    f"the server at {self.server_url} broke off its answer to {method} {path}: "
-                    f"{type(exc).__name__} {exc}".rstrip()
-                ) from exc
-            except OSError as exc:
-                raise ServerUnreachableError(f"connection to {self.server_url} failed: {_os_reason(exc)}") from exc
+            resp = self.http.request(
+                method,
+                self.server_url + path,
+                params=query,
+                data=data,
+                json=json_body,
+                files=files,
+                headers=headers,
+                timeout=(self.timeouts.connect, self.timeouts.read),
+                stream=True,  # the body is read below, under the total deadline and the size limit
+            )
+        except requests.exceptions.RequestException as exc:
+            raise self._transport_error(method, path, exc) from exc
+        try:
+            body = self._read_body(resp, method, path, deadline)
         finally:
-            conn.close()
-        response = _Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
+            resp.close()
+        response = _Response(resp.status_code, {k.lower(): v for k, v in resp.headers.items()}, body)
         if response.status >= 400:
-            raise _status_error(method, where, response)
+            raise _status_error(method, f"{self.server_url}{path}", response)
         return response
 
-    def _connection(self) -> http.client.HTTPConnection:
-        if self._https:
-            return http.client.HTTPSConnection(
-                self._host, self._port, timeout=self.timeouts.connect, context=ssl.create_default_context()
-            )
-        return http.client.HTTPConnection(self._host, self._port, timeout=self.timeouts.connect)
-
-    def _read_body(self, resp: http.client.HTTPResponse, deadline: float) -> bytes:
-        length = resp.getheader("content-length")
-        if length and length.isdigit() and int(length) > self.max_response_bytes:
+    def _read_body(self, resp: requests.Response, method: str, path: str, deadline: float) -> bytes:
+        length = resp.headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.max_response_bytes:
             raise BadResponseError(f"the server's answer is too large ({length} bytes)")
         chunks: list[bytes] = []
         size = 0
         while True:
             if time.monotonic() > deadline:
-                raise ServerTimeoutError(
-                    f"the answer from {self.server_url} took longer than {self.timeouts.total:g} s"
-                )
-            chunk = resp.read1(65536) if hasattr(resp, "read1") else resp.read(65536)
+                total = self.timeouts.total
+                raise ServerTimeoutError(f"the answer from {self.server_url} took longer than {total:g} s")
+            try:
+                chunk = _read_some(resp.raw, CHUNK)
+            except _TIMEOUTS as exc:
+                raise self._read_timeout(method, path) from exc
+            except _BROKEN as exc:
+                raise _broke_off(self.server_url, method, path, exc) from exc
             if not chunk:
                 break
             size += len(chunk)
             if size > self.max_response_bytes:
                 raise BadResponseError(f"the server's answer is larger than {self.max_response_bytes} bytes")
             chunks.append(chunk)
-        data = b"".join(chunks)
-        if length and length.isdigit() and len(data) < int(length):
-            raise BadResponseError(f"the server's answer is truncated ({len(data)} of {length} bytes)")
-        return data
+        body = b"".join(chunks)
+        if length.isdigit() and len(body) < int(length):
+            raise BadResponseError(f"the server's answer is truncated ({len(body)} of {length} bytes)")
+        return body
+
+    def _read_timeout(self, method: str, path: str) -> ServerTimeoutError:
+        return ServerTimeoutError(
+            f"the server at {self.server_url} did not answer {method} {path} within {self.timeouts.read:g} s"
+        )
+
+    def _transport_error(self, method: str, path: str, exc: requests.exceptions.RequestException) -> ServerError:
+        """What went wrong before an answer came back, in words."""
+        url = self.server_url
+        if isinstance(exc, requests.exceptions.ConnectTimeout):
+            return ServerUnreachableError(
+                f"no answer from {url} within {self.timeouts.connect:g} s: is the server running and the address right?"
+            )
+        if isinstance(exc, requests.exceptions.ReadTimeout):
+            return self._read_timeout(method, path)
+        if isinstance(exc, requests.exceptions.SSLError):
+            return ServerUnreachableError(f"secure connection to {url} failed: {exc}")
+        if isinstance(exc, requests.exceptions.ConnectionError):
+            if _caused_by(exc, urllib3.exceptions.NewConnectionError):
+                return ServerUnreachableError(
+                    f"cannot connect to {url}: {_os_reason(exc)}. Is the server running and the address right?"
+                )
+            return _broke_off(url, method, path, exc)  # connected, then the answer broke off
+        return ServerUnreachableError(f"connection to {url} failed: {type(exc).__name__}: {exc}")
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def file_part(path: str | os.PathLike) -> FilePart:
-    """A file to upload, named so the server can tell its format (DICOM files in Slicer's database
-    have no suffix: ``.dcm`` is added when the content says DICOM)."""
+def _read_some(raw: Any, n: int) -> bytes:
+    """Up to ``n`` bytes of the body as they arrive (a plain read waits for all ``n``: a server that
+    drips a byte at a time would then outlast the total deadline)."""
+    read1 = getattr(raw, "read1", None)  # urllib3 >= 2.3
+    if read1 is not None:
+        return read1(n)
+    return raw._fp.read1(n)  # urllib3 1.26 (3D Slicer 5.2-5.8): http.client's response underneath
+
+
+def file_part(path: str | os.PathLike) -> tuple[str, bytes, str]:
+    """A file to upload as (name, bytes, media type), named so the server can tell its format (DICOM
+    files in Slicer's database have no suffix: ``.dcm`` is added when the content says DICOM)."""
     with open(path, "rb") as f:
         data = f.read()
     base = os.path.basename(os.fspath(path)) or "image"
-    stem, suffix = os.path.splitext(base)
+    suffix = os.path.splitext(base)[1]
     if suffix.lower() not in _MEDIA_TYPES:
         sniffed = sniff_suffix(data)
         if sniffed:
             base, suffix = base + sniffed, sniffed
-    return FilePart(base, data, _MEDIA_TYPES.get(suffix.lower(), "application/octet-stream"))
+    return base, data, _MEDIA_TYPES.get(suffix.lower(), "application/octet-stream")
 
 
 def sniff_suffix(head: bytes) -> str | None:
@@ -604,7 +446,7 @@ def _parse_json(resp: _Response) -> Any:
     try:
         return json.loads(resp.body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
-        raise BadResponseError(f"the server sent something that is not JSON: {_short(resp.body)}") from exc
+        raise BadResponseError(f"the server sent something that is not JSON: {shorten(resp.body)}") from exc
 
 
 def _status_error(method: str, where: str, resp: _Response) -> ServerResponseError:
@@ -616,8 +458,11 @@ def _status_error(method: str, where: str, resp: _Response) -> ServerResponseErr
             detail = d if isinstance(d, str) else json.dumps(d)
     except (UnicodeDecodeError, ValueError):
         text = resp.body.decode("utf-8", "replace").strip()
-        detail = _short(text) if text else None
-    reason = http.client.responses.get(resp.status, "error")
+        detail = shorten(text) if text else None
+    try:
+        reason = http.HTTPStatus(resp.status).phrase
+    except ValueError:
+        reason = "error"
     explain = {
         400: "the request was refused",
         401: "log in first",
@@ -639,45 +484,36 @@ def _status_error(method: str, where: str, resp: _Response) -> ServerResponseErr
     return cls(message, status=resp.status, detail=detail)
 
 
-def _os_reason(exc: OSError) -> str:
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, socket.gaierror):
-        return "unknown host name"
-    return exc.strerror or str(exc) or type(exc).__name__
+def _broke_off(url: str, method: str, path: str, exc: BaseException) -> BadResponseError:
+    return BadResponseError(f"the server at {url} broke off its answer to {method} {path}: {type(exc).__name__}")
 
 
-def _short(value: Any, limit: int = 200) -> str:
-    text = value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _causes(exc: BaseException):
+    """The exception and what it wraps (``raise from``, urllib3's ``reason``, requests' first argument)."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen or not isinstance(e, BaseException):
+            continue
+        seen.add(id(e))
+        yield e
+        todo += [e.__cause__, e.__context__, getattr(e, "reason", None), *(e.args[:1] if e.args else ())]
 
 
-def _dict(v: Any) -> dict:
-    return v if isinstance(v, dict) else {}
+def _caused_by(exc: BaseException, kind: type) -> bool:
+    return any(isinstance(e, kind) for e in _causes(exc))
 
 
-def _opt_pair(v: Any) -> tuple[float, float] | None:
-    if isinstance(v, (list, tuple)) and len(v) == 2:
-        a, b = _opt_float(v[0]), _opt_float(v[1])
-        if a is not None and b is not None:
-            return a, b
-    return None
-
-
-def _opt_float(v: Any) -> float | None:
-    try:
-        return None if v is None else float(v)
-    except (TypeError, ValueError):
-        return None
-
-
-def _opt_int(v: Any) -> int | None:
-    try:
-        return None if v is None else int(v)
-    except (TypeError, ValueError):
-        return None
-
-
-def _opt_str(v: Any) -> str | None:
-    return None if v is None or v == "" else str(v)
+def _os_reason(exc: BaseException) -> str:
+    """The operating system's reason beneath requests' and urllib3's wrappers."""
+    for e in _causes(exc):
+        if isinstance(e, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(e, socket.gaierror):
+            return "unknown host name"
+    for e in _causes(exc):
+        wrapper = isinstance(e, (requests.exceptions.RequestException, urllib3.exceptions.HTTPError))
+        if isinstance(e, OSError) and not wrapper:
+            return e.strerror or str(e) or type(e).__name__
+    return str(exc)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .client import ScoreResult, ServerInfo, TrainingStatus
+from .answers import ScoreResult, ServerInfo, TrainingStatus
 
 # Names of calls that can be in flight (ReviewState.busy).
 CONNECT, LOGIN, LOAD, SCORE, REVIEW, TRAIN, STOP, POLL = (
