@@ -13,8 +13,8 @@ import slicer
 import vtk
 from AnatPasteReviewLib import scene
 from AnatPasteReviewLib.images import encode_png16
-from AnatPasteReviewLib.session import ReviewSession
-from AnatPasteReviewLib.workflow import Study, controls, remember_url, upload_question
+from AnatPasteReviewLib.logic import ReviewLogic
+from AnatPasteReviewLib.workflow import controls, remember_url, upload_question
 from slicer.parameterNodeWrapper import Default, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -126,7 +126,7 @@ class AnatPasteReviewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         )
         ui.openFileButton.connect("clicked(bool)", self.onOpenFile)
         ui.openDicomButton.connect("clicked(bool)", lambda: slicer.util.selectModule("DICOM"))
-        ui.nextStudyButton.connect("clicked(bool)", lambda: self._do(logic.nextStudy))
+        ui.nextStudyButton.connect("clicked(bool)", lambda: self._do(logic.next_study))
         ui.scoreButton.connect("clicked(bool)", lambda: self._do(session.score))
         ui.rescoreButton.connect("clicked(bool)", lambda: self._do(session.score))
         ui.normalButton.connect("clicked(bool)", lambda: self._do(session.confirm, "normal"))
@@ -175,7 +175,7 @@ class AnatPasteReviewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._onParameterNodeModified()
 
     def _onParameterNodeModified(self, caller=None, event=None):
-        self.logic.applyParameters(self._parameterNode)
+        self.logic.apply_parameters(self._parameterNode)
 
     # ------------------------------------------------------------------------------------ actions
     def onConnect(self):
@@ -200,7 +200,7 @@ class AnatPasteReviewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             "Radiographs (*.png *.jpg *.jpeg *.dcm);;All files (*)",
         )
         if path:
-            self._do(self.logic.openFile, path)
+            self._do(self.logic.open_file, path)
 
     def _do(self, action, *args):
         """Run an action; a local error (bad address, unreadable file) goes to the status line."""
@@ -208,8 +208,7 @@ class AnatPasteReviewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             action(*args)
             return True
         except (ValueError, RuntimeError, OSError) as exc:
-            self.logic.session.state.error = str(exc)
-            self._refresh()
+            self.logic.session.report_error(str(exc))
             return False
 
     def _askConsent(self, study, action):
@@ -232,89 +231,41 @@ class AnatPasteReviewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.trainingProgressBar.value = int(round(100 * (c.training_fraction or 0.0)))
 
 
-class AnatPasteReviewLogic(ScriptedLoadableModuleLogic):
-    """Connects the session (network, state) to the scene (MRML). Usable without the widget."""
+class AnatPasteReviewLogic(ReviewLogic, ScriptedLoadableModuleLogic):
+    """AnatPasteReviewLib.logic.ReviewLogic with Slicer's file reader, layout, parameter node and DICOM database.
+
+    ReviewLogic comes first: Slicer's base calls ``super().__init__()`` without arguments, which must reach
+    ``object``, not ReviewLogic."""
 
     def __init__(self, session=None):
         ScriptedLoadableModuleLogic.__init__(self)
-        self.session = session or ReviewSession()
-        self.session.result_ready.connect(self.showResult)
-        self.session.study_downloaded.connect(self.openDownloaded)
+        ReviewLogic.__init__(
+            self,
+            slicer.mrmlScene,
+            lambda path: slicer.util.loadVolume(path, {"singleFile": True, "show": False}),
+            session=session,
+            layout=SlicerLayout(),
+            parameters=self.getParameterNode,
+            temp_folder=lambda: slicer.util.tempDirectory("AnatPasteReview"),
+            dicom_database=lambda: getattr(slicer, "dicomDatabase", None),
+        )
 
     def getParameterNode(self):
         return AnatPasteReviewParameterNode(super().getParameterNode())
 
-    def openFile(self, path, image_id=None):
-        """Load a PNG/JPEG/DICOM file as a single-slice volume and make it the study under review."""
-        volume = slicer.util.loadVolume(path, {"singleFile": True, "show": False})
-        volume = scene.as_scalar_radiograph(slicer.mrmlScene, volume)
-        source = "server" if image_id else "file"
-        self.setRadiograph(volume, Study(os.path.basename(path), source, image_id, path, volume.GetID()))
-        return volume
 
-    def openDownloaded(self, path, image_id):
-        """The worklist's next study: open it and score it (by id: no image data leaves this computer)."""
-        self.openFile(path, image_id)
-        self.session.score()
+class SlicerLayout:
+    """The Red slice view alone, fitted (no layout manager when Slicer runs without a main window)."""
 
-    def setRadiograph(self, volume, study=None):
-        """Review ``volume`` (e.g. chosen in the selector after loading from the DICOM database)."""
-        if volume is None:
-            self.session.set_study(None)
-            return
-        if scene.is_overlay(volume):
-            self.session.state.error = f"{volume.GetName()} is a score overlay: choose the radiograph itself."
-            self.session.changed.emit()
-            return
-        if study is None:
-            source, path = scene.study_source(volume, getattr(slicer, "dicomDatabase", None))
-            if path is None:  # only in the scene: send its pixels as a 16-bit PNG
-                path = scene.export_png(volume, slicer.util.tempDirectory("AnatPasteReview"))
-            study = Study(volume.GetName(), source, None, path, volume.GetID())
-        self.session.set_study(study)  # first: the parameter node's observer then sees nothing to do
-        params = self.getParameterNode()
-        if params.radiograph is not volume:
-            params.radiograph = volume
-        self.show(volume)
+    def show_one_view(self):
+        manager = slicer.app.layoutManager()
+        if manager is not None:
+            manager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutOneUpRedSliceView)
 
-    def show(self, volume):
-        """The radiograph (and its heatmap, once scored) alone in the Red slice view, fitted."""
-        overlays = scene.overlays_of(slicer.mrmlScene, volume)
-        layoutManager = slicer.app.layoutManager()  # None when Slicer runs without a main window
-        if layoutManager is not None:
-            layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutOneUpRedSliceView)
-        scene.show_in_views(
-            slicer.mrmlScene,
-            volume,
-            overlays.heatmap if overlays else None,
-            self.getParameterNode().heatmapOpacity,
-        )
-        if layoutManager is not None:
-            layoutManager.sliceWidget("Red").sliceLogic().FitSliceToAll()
-
-    def showResult(self, study, result, maps):
-        volume = slicer.mrmlScene.GetNodeByID(study.volume_id)
-        if volume is None:
-            self.session.state.error = "The radiograph was removed from the scene before its score arrived."
-            return
-        overlays = scene.show_result(slicer.mrmlScene, volume, maps.heatmap, maps.lung_mask, result.heatmap_display_max)
-        scene.set_lungs_visible(overlays.lungs, self.getParameterNode().showLungs)
-        self.show(volume)
-
-    def applyParameters(self, params):
-        """Parameter node changed (GUI or scene): follow the radiograph, opacity, lung visibility."""
-        state = self.session.state
-        volume = params.radiograph
-        current = state.study.volume_id if state.study else None
-        if (volume.GetID() if volume else None) != current:
-            self.setRadiograph(volume)
-        scene.set_heatmap_opacity(slicer.mrmlScene, params.heatmapOpacity)
-        if volume is not None:
-            overlays = scene.overlays_of(slicer.mrmlScene, volume)
-            scene.set_lungs_visible(overlays.lungs if overlays else None, params.showLungs)
-
-    def nextStudy(self):
-        self.session.next_study(slicer.util.tempDirectory("AnatPasteReview"))
+    def fit(self):
+        manager = slicer.app.layoutManager()
+        if manager is not None:
+            manager.sliceWidget("Red").sliceLogic().FitSliceToAll()
 
 
 class AnatPasteReviewTest(ScriptedLoadableModuleTest):
@@ -339,7 +290,7 @@ class AnatPasteReviewTest(ScriptedLoadableModuleTest):
         pixels[:12] = 1.0  # a bright top band: shows whether rows come out upside down
         with open(path, "wb") as f:
             f.write(encode_png16(pixels))
-        volume = logic.openFile(path)
+        volume = logic.open_file(path)
         loaded = scene.radiograph_pixels(volume)
         assert loaded.shape == (48, 64)
         assert loaded[:12].mean() > loaded[12:].mean()  # Slicer's reader: row 0 = top
@@ -383,7 +334,7 @@ class AnatPasteReviewTest(ScriptedLoadableModuleTest):
         logic.session.connect(url)
         self._settle(logic.session)
         assert logic.session.state.info.model_available, logic.session.state.error
-        logic.nextStudy()
+        logic.next_study()
         self._settle(logic.session)  # downloads, opens, then scores the study by id
         state = logic.session.state
         assert state.result is not None, state.error

@@ -201,17 +201,22 @@ def test_module_file_is_thin_and_slicer_conventional():
         "AnatPasteReviewParameterNode",
         "AnatPasteReviewWidget",
         "AnatPasteReviewLogic",
+        "SlicerLayout",
         "AnatPasteReviewTest",
     ]
     bases = {n.name: [ast.unparse(b) for b in n.bases] for n in tree.body if isinstance(n, ast.ClassDef)}
     assert bases["AnatPasteReview"] == ["ScriptedLoadableModule"]
     assert bases["AnatPasteReviewWidget"] == ["ScriptedLoadableModuleWidget", "VTKObservationMixin"]
-    assert bases["AnatPasteReviewLogic"] == ["ScriptedLoadableModuleLogic"]
+    # The Logic is the Lib's (tested on slicer-core) with Slicer's reader, layout and parameter node plugged in.
+    assert bases["AnatPasteReviewLogic"] == ["ReviewLogic", "ScriptedLoadableModuleLogic"]
+    logic = class_node("AnatPasteReviewLogic")
+    assert [n.name for n in logic.body if isinstance(n, ast.FunctionDef)] == ["__init__", "getParameterNode"]
+    assert logic.end_lineno - logic.lineno < 30
     assert bases["AnatPasteReviewTest"] == ["ScriptedLoadableModuleTest"]
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert not imported & {"http", "urllib", "requests", "httpx", "json", "cgi"}, "network code belongs in the Lib"
-    assert len(MODULE_FILE.read_text().splitlines()) < 450  # MONAI Label's own plugin file: 2,527 lines
+    assert len(MODULE_FILE.read_text().splitlines()) < 360  # MONAI Label's own plugin file: 2,527 lines
     for fn in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)):
         assert fn.end_lineno - fn.lineno < 45, f"{fn.name} is {fn.end_lineno - fn.lineno} lines: move work to the Lib"
     test_methods = [

@@ -6,4 +6,5 @@
 - ``workflow``: what is enabled when (pure rules);
 - ``session``: one reviewer's session with the server (no Qt, no MRML);
 - ``scene``: MRML only (volumes, heatmap overlay, lung segmentation);
+- ``logic``: the module's Logic, session + scene, with Slicer's file reader and layout injected.
 """

@@ -293,6 +293,13 @@ class ReviewSession:
         elif before is not None and after is not None and after != before:
             s.message = f"New model version {after} is published."
 
+    # ----------------------------------------------------------------------------------- errors
+    def report_error(self, message: str) -> None:
+        """Show a problem found outside a server call (a file that does not open, an overlay chosen
+        as the radiograph, a volume removed meanwhile): the one way the Logic and the widget set it."""
+        self.state.error = message
+        self.changed.emit()
+
     # ------------------------------------------------------------------------------------ timer
     def tick(self, wait: float = 0.0) -> None:
         """Call from a GUI timer: deliver finished calls, and poll the server when it is time."""
