@@ -166,7 +166,7 @@ def _score_rows(args: argparse.Namespace) -> list[dict]:
             rg = read_radiograph(p)
             # no lung field found: flagged (or refused with --refuse-flagged), see docs/input-gate.md
             flags = check_chest_content(rg.pixels, str(p), strict=args.refuse_flagged)
-            res = det.score(rg.pixels, maps=want_maps)
+            res = det.score(rg.pixels, maps=want_maps or bool(args.dicom_out))
         except RadiographError as err:
             row = {"path": str(p), "error": f"{type(err).__name__}: {err}"}
             if isinstance(err, NotAChestRadiographError):  # machine-readable: modality, lateral, body_part, ...
@@ -174,6 +174,10 @@ def _score_rows(args: argparse.Namespace) -> list[dict]:
             rows.append(row)
             continue
         rows.append({"path": str(p), **res.to_json(), **({"flag": ";".join(flags)} if flags else {})})
+        if args.dicom_out:  # SR + lung SEG + heatmap capture beside the study (docs/dicom-write-back.md)
+            from anatpaste.report.files import write_for_input
+
+            write_for_input(p, args.dicom_out, res, flags, [], rg.pixels, det.heat_display_max)
         if want_maps:
             stem = Path(args.overlays) / p.stem
             save_png(render_overlay(rg.pixels, res.heatmap, res.lung_mask, det.heat_display_max), f"{stem}_overlay.png")
@@ -331,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", help="write CSV or JSON here (by extension) instead of stdout")
     s.add_argument("--format", choices=["csv", "json"])
     s.add_argument("--overlays", metavar="DIR", help="also write heatmap overlay and lung-mask PNGs here")
+    s.add_argument("--dicom-out", metavar="DIR", help="for DICOM inputs also write a DICOM SR of the result, a "
+                   "SEG of the lungs and a heatmap secondary capture here (docs/dicom-write-back.md)")
     s.add_argument("--refuse-flagged", action="store_true",
                    help="refuse (error row, reason no_lungs) an image in which no lung field is found")
     s.set_defaults(func=_cmd_score)
