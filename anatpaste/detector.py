@@ -20,7 +20,21 @@ from anatpaste.score import GaussianScorer, HeatmapScorer
 from anatpaste.score.heat_calibration import lung_window
 from anatpaste.segment import DEFAULT_METHOD, METHODS, segment_lungs
 
-DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default.pt"
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+DEFAULT_MODEL = MODELS_DIR / "default.pt"  # general: children + adults (models/MODEL_CARD.md)
+# The pediatric CPU model, trained on ZhangLab normals only (the paper's protocol), shipped beside it.
+ZHANGLAB_MODEL = MODELS_DIR / "zhanglab_cpu.pt"
+
+
+def resolve_model(path: str | os.PathLike | None) -> Path:
+    """A model file path; ``None`` is the default model, and a bare shipped name (``zhanglab_cpu``) its file."""
+    if path is None:
+        return DEFAULT_MODEL
+    p = Path(path)
+    shipped = MODELS_DIR / f"{p.name}.pt"
+    if not p.exists() and p.parent == Path(".") and not p.suffix and shipped.is_file():
+        return shipped
+    return p
 
 
 @dataclass
@@ -74,8 +88,9 @@ class Detector:
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> Detector:
-        """Load ``path`` (default: the shipped model). The version is derived from the file's content."""
-        path = Path(path) if path else DEFAULT_MODEL
+        """Load ``path`` (default: the shipped model; ``"zhanglab_cpu"``: the pediatric one). The version is
+        derived from the file's content."""
+        path = resolve_model(path)
         payload = load_model(path)
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
         return cls(payload, version=f"{path.stem}-{digest}", device=device)
