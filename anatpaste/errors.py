@@ -53,9 +53,10 @@ NOT_A_CHEST_REASONS: dict[str, str] = {
     "lateral": "a lateral view; only frontal (PA/AP) films are scored",
     "oblique": "an oblique view; only frontal (PA/AP) films are scored",
     "body_part": "the DICOM Body Part Examined names a region other than the chest",
-    "orientation": "the header says the film is rotated or upside down",
+    "orientation": "the film is rotated or upside down (the header says so, or the lung fields show it)",
     "inverted": "the grey scale is inverted (bones dark, lungs bright)",
     "no_lungs": "no plausible pair of lung fields was found",
+    "unfamiliar": "the model's anomaly score is far beyond anything real films reach (outside its experience)",
 }
 
 
