@@ -149,9 +149,9 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
 
 
 def _score_rows(args: argparse.Namespace) -> list[dict]:
-    from anatpaste.content_gate import check_chest_content
     from anatpaste.data import find_images
     from anatpaste.detector import Detector
+    from anatpaste.familiarity import score_gated
     from anatpaste.io import read_radiograph
     from anatpaste.overlay import render_overlay, save_png
 
@@ -164,28 +164,32 @@ def _score_rows(args: argparse.Namespace) -> list[dict]:
     for p in tqdm(paths, desc="scoring", unit="img", disable=len(paths) < 2):
         try:
             rg = read_radiograph(p)
-            # no lung field found: flagged (or refused with --refuse-flagged), see docs/input-gate.md
-            flags = check_chest_content(rg.pixels, str(p), strict=args.refuse_flagged)
-            res = det.score(rg.pixels, maps=want_maps or bool(args.dicom_out))
+            # the content gate (docs/input-gate.md): refuses a turned film, re-inverts an inverted one, flags
+            res, gate = score_gated(det, rg.pixels, str(p), maps=want_maps or bool(args.dicom_out),
+                                    strict=args.refuse_flagged)
         except RadiographError as err:
             row = {"path": str(p), "error": f"{type(err).__name__}: {err}"}
             if isinstance(err, NotAChestRadiographError):  # machine-readable: modality, lateral, body_part, ...
                 row["reason"] = err.reason
             rows.append(row)
             continue
-        rows.append({"path": str(p), **res.to_json(), **({"flag": ";".join(flags)} if flags else {})})
+        extra = {k: ";".join(v) for k, v in (("flag", gate.flags), ("fixed", gate.fixed)) if v}
+        rows.append({"path": str(p), **res.to_json(), **extra})
         if args.dicom_out:  # SR + lung SEG + heatmap capture beside the study (docs/dicom-write-back.md)
             from anatpaste.report.files import write_for_input
 
-            write_for_input(p, args.dicom_out, res, flags, [], rg.pixels, det.heat_display_max)
+            write_for_input(p, args.dicom_out, res, gate.flags, gate.fixed, gate.pixels, det.heat_display_max)
         if want_maps:
             stem = Path(args.overlays) / p.stem
-            save_png(render_overlay(rg.pixels, res.heatmap, res.lung_mask, det.heat_display_max), f"{stem}_overlay.png")
+            save_png(render_overlay(gate.pixels, res.heatmap, res.lung_mask, det.heat_display_max),
+                     f"{stem}_overlay.png")
             save_png(res.lung_mask, f"{stem}_lungs.png")
     return rows
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
+    from anatpaste.content_gate import WARNINGS
+
     rows = _score_rows(args)
     fmt = args.format or (Path(args.output).suffix.lstrip(".") if args.output else "csv")
     out = open(args.output, "w", newline="") if args.output else sys.stdout  # noqa: SIM115
@@ -194,7 +198,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
             json.dump(rows, out, indent=1)
             out.write("\n")
         else:
-            fields = ["path", "score", "threshold", "label", "model_version", "flag", "error", "reason"]
+            fields = ["path", "score", "threshold", "label", "model_version", "flag", "fixed", "error", "reason"]
             w = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore")
             w.writeheader()
             w.writerows(rows)
@@ -202,9 +206,9 @@ def _cmd_score(args: argparse.Namespace) -> int:
         if out is not sys.stdout:
             out.close()
     for r in rows:
-        if r.get("flag") == "no_lungs":
-            print(f"flagged {r['path']}: no lung field found; the score may mean nothing (not a chest radiograph, "
-                  "or both lungs opaque)", file=sys.stderr)
+        for what, verb in (("flag", "flagged"), ("fixed", "fixed")):
+            for reason in filter(None, r.get(what, "").split(";")):
+                print(f"{verb} {r['path']}: {WARNINGS[reason]}", file=sys.stderr)
     failed = [r for r in rows if "error" in r]
     for r in failed:
         print(f"could not score {r['path']}: {r['error']}", file=sys.stderr)
@@ -338,7 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dicom-out", metavar="DIR", help="for DICOM inputs also write a DICOM SR of the result, a "
                    "SEG of the lungs and a heatmap secondary capture here (docs/dicom-write-back.md)")
     s.add_argument("--refuse-flagged", action="store_true",
-                   help="refuse (error row, reason no_lungs) an image in which no lung field is found")
+                   help="refuse (error row, reason no_lungs / unfamiliar) what would be flagged: no lung field "
+                        "found, or a score far beyond anything real films reach")
     s.set_defaults(func=_cmd_score)
 
     e = sub.add_parser("evaluate", help="AUC / AP / specificity at fixed sensitivity on labelled folders")
