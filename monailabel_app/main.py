@@ -29,6 +29,7 @@ from lib.scoring import VERSION_KEY, AnatPasteScoring
 from lib.strategy import MostAnomalous
 from lib.train_anatpaste import AnatPasteTrain
 from lib.worklist_fallback import unscored_study
+from lib.write_back import WriteBack, parse_kinds
 from monailabel.config import settings
 from monailabel.datastore.dicom import DICOMwebClientX
 from monailabel.interfaces.app import MONAILabelApp
@@ -61,6 +62,8 @@ class AnatPasteApp(MONAILabelApp):
             logger.error(f"no AnatPaste model published and the seed cannot be used: {err}")
         self.model = LiveModel(self.store, device=self.config.device)
         self.max_pixels = max_pixels(conf or {})
+        self.write_back: WriteBack | None = None  # set by the DICOMweb datastore when --conf write_back asks
+        self._write_back_kinds = parse_kinds((conf or {}).get("write_back"))
         super().__init__(
             app_dir=app_dir,
             studies=studies,
@@ -87,6 +90,8 @@ class AnatPasteApp(MONAILabelApp):
     def init_datastore(self) -> Datastore:
         if self.studies.startswith(("http://", "https://")):
             return self._dicomweb_datastore()
+        if self._write_back_kinds:
+            logger.warning("write_back is for a DICOMweb archive (--studies http://.../dicom-web); off for a folder")
         return AnatPasteLocalDatastore(
             self.studies,
             extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
@@ -108,6 +113,8 @@ class AnatPasteApp(MONAILabelApp):
             stow_url_prefix=settings.MONAI_LABEL_STOW_PREFIX,
         )
         cache = self.config.dicomweb_cache or Path(self.app_dir, "model", "dicomweb-cache", md5_digest(url))
+        if self._write_back_kinds:  # STOW-RS into the source studies (lib/write_back.py)
+            self.write_back = WriteBack(self._write_back_kinds, client.store_instances, Path(cache, "write_back.json"))
         return AnatPasteDICOMwebDatastore(client, cache, self.config.dicomweb_modalities)
 
     def init_infers(self) -> dict[str, InferTask]:
@@ -121,7 +128,7 @@ class AnatPasteApp(MONAILabelApp):
         return {"most_anomalous": MostAnomalous(), "random": Random()}
 
     def init_scoring_methods(self) -> dict[str, ScoringMethod]:
-        return {"anatpaste_score": AnatPasteScoring(self.model, max_pixels=self.max_pixels)}
+        return {"anatpaste_score": AnatPasteScoring(self.model, max_pixels=self.max_pixels, write_back=self.write_back)}
 
     def next_sample(self, request: dict[str, Any]) -> dict[str, Any]:
         """MONAI Label's, with 404 for an unknown strategy (MONAI Label answers 500), scoring started only
@@ -145,6 +152,17 @@ class AnatPasteApp(MONAILabelApp):
         version = self.model.version()
         ds = self.datastore()
         return version is not None and any(ds.get_image_info(i).get(VERSION_KEY) != version for i in ds.list_images())
+
+    def info(self) -> dict[str, Any]:
+        meta = super().info()
+        if self.write_back is not None:
+            meta["write_back"] = self.write_back.status()
+        return meta
+
+    def after_review(self, image_id: str) -> None:
+        """A reviewer's verdict into the archive as its own SR (with write_back sr; never raises)."""
+        if self.write_back is not None:
+            self.write_back.after_review(self.datastore(), image_id)
 
     def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
         """MONAI Label's infer, with 404 for an unknown model or image and ids never read as paths."""

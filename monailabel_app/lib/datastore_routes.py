@@ -66,7 +66,11 @@ def update_image_info(image: str, info: str = "{}", user: str | None = None) -> 
     only_keys(values, INFO_KEYS, "image info from a client")
     if user:
         values["user"] = user  # MONAI Label's: the token's user name (its default "admin" without auth)
-    return app_instance().datastore().update_image_info(checked_id(image), values)
+    app = app_instance()
+    result = app.datastore().update_image_info(checked_id(image), values)
+    if REVIEW_KEY in values and hasattr(app, "after_review"):  # the reviewer SR (write_back, lib/write_back.py)
+        app.after_review(image)
+    return result
 
 
 def get_image_info(image: str) -> dict[str, Any]:

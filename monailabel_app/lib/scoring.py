@@ -57,11 +57,13 @@ def _error_text(err: Exception, uri: str, image_id: str) -> str:
 class AnatPasteScoring(ScoringMethod):
     """Scores only (no maps), in batches; results are written once per batch."""
 
-    def __init__(self, model: LiveModel, batch_size: int = 16, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    def __init__(self, model: LiveModel, batch_size: int = 16, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 write_back: Any = None) -> None:
         super().__init__("AnatPaste anomaly score of every image not yet scored by the current model version")
         self.model = model
         self.batch_size = batch_size
         self.max_pixels = max_pixels  # the same limit as /infer (:mod:`.limits`)
+        self.write_back = write_back  # results into the archive (:mod:`.write_back`); None = off
 
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
         det = self.model.get()
@@ -120,5 +122,7 @@ class AnatPasteScoring(ScoringMethod):
             "bad_ids": bad_ids,
             "seconds": round(time.perf_counter() - t0, 2),
         }
+        if self.write_back is not None:  # after the scores are stored; it never raises
+            result["write_back"] = self.write_back.after_scoring(datastore, det)
         logger.info(f"anatpaste scoring: {result}")
         return result
