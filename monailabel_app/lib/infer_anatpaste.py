@@ -1,6 +1,7 @@
 """MONAI Label infer task: score one radiograph with the published AnatPaste model.
 
-Answer (docs/server-api.md): the JSON below, and unless the request says ``maps: false`` an NRRD with the
+Answer (docs/server-api.md): the JSON below (with the input gate's ``flags``, ``fixed`` and ``warnings``,
+docs/input-gate.md), and unless the request says ``maps: false`` an NRRD with the
 heatmap and the lung mask in the radiograph's own pixel grid.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 
 from anatpaste.errors import ModelFileError, RadiographError
+from anatpaste.familiarity import score_gated
 from anatpaste.io import read_radiograph
 
 from .errors import bad_request, unavailable, unprocessable
@@ -81,14 +83,18 @@ class AnatPasteInfer(InferTask):
         t0 = time.perf_counter()
         try:
             rg = read_radiograph(path, max_pixels=self.max_pixels)
+            t1 = time.perf_counter()
+            # the content gate (docs/input-gate.md): a turned film is refused (422), an inverted one re-inverted
+            res, gate = score_gated(det, rg.pixels, path, maps=maps)
         except RadiographError as err:
             raise unprocessable(err, path, shown=image_id or "uploaded image") from err
-        t1 = time.perf_counter()
-        res = det.score(rg.pixels, maps=maps)
         t2 = time.perf_counter()
         result = {
             "image": image_id,
             **res.to_json(),
+            "flags": gate.flags,
+            "fixed": gate.fixed,
+            "warnings": gate.warnings,
             "heatmap_display_max": det.heat_display_max,
             "spacing": list(rg.spacing) if rg.spacing else None,
             "shape": list(rg.pixels.shape),
@@ -103,7 +109,7 @@ class AnatPasteInfer(InferTask):
         t3 = time.perf_counter()
         result["latencies"] = {
             "read": round(t1 - t0, 4),
-            "score": round(t2 - t1, 4),
+            "score": round(t2 - t1, 4),  # with the content gate
             "encode": round(t3 - t2, 4),
             "total": round(t3 - t0, 4),
         }

@@ -1,7 +1,8 @@
 """Worklist scoring: score every datastore image not yet scored by the published model version.
 
 Stored per image (``GET /datastore/?output=all`` shows them): ``anomaly_score``, ``anomaly_label``,
-``anomaly_threshold``, ``scored_by`` (model version), ``scored_at``; an image the core refuses gets
+``anomaly_threshold``, ``anomaly_flags`` and ``anomaly_fixed`` (the input gate's, docs/input-gate.md),
+``scored_by`` (model version), ``scored_at``; an image the core refuses gets
 ``anomaly_error`` instead of a score (and is not retried until the model version changes), naming the image
 by its id, never by its server path.
 
@@ -20,7 +21,9 @@ from typing import Any
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 
+from anatpaste.content_gate import check_content
 from anatpaste.errors import RadiographError
+from anatpaste.familiarity import check_orientation, familiarity_flags, unfamiliar_limit
 from anatpaste.io import read_radiograph
 
 from .ids import is_image_id
@@ -30,6 +33,7 @@ from .model_store import LiveModel
 logger = logging.getLogger(__name__)
 
 SCORE_KEY = "anomaly_score"
+FLAGS_KEY = "anomaly_flags"  # the input gate's flags (no_lungs, unfamiliar): scored, but worth a look
 VERSION_KEY = "scored_by"
 
 
@@ -78,33 +82,48 @@ class AnatPasteScoring(ScoringMethod):
             if is_image_id(i) and (force or datastore.get_image_info(i).get(VERSION_KEY) != det.version)
         ]
         t0 = time.perf_counter()
+        limit = unfamiliar_limit(det.payload)
         scored = failed = 0
         for start in range(0, len(todo), self.batch_size):
             batch = todo[start : start + self.batch_size]
             updates: dict[str, dict[str, Any]] = {}
-            pixels, ids = [], []
+            pixels, ids, gates = [], [], []
             now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
             for image_id in batch:
                 uri = ""
                 try:
                     uri = datastore.get_image_uri(image_id)
-                    pixels.append(read_radiograph(uri, max_pixels=self.max_pixels).pixels)
+                    # the content gate: an inverted film is re-inverted; no lung field: flagged
+                    gate = check_content(read_radiograph(uri, max_pixels=self.max_pixels).pixels, uri)
+                    pixels.append(gate.pixels)
                     ids.append(image_id)
+                    gates.append(gate)
                 except RadiographError as err:
                     failed += 1
                     updates[image_id] = {
                         SCORE_KEY: None,
                         "anomaly_label": None,
                         "anomaly_error": _error_text(err, uri, image_id),
+                        FLAGS_KEY: None,
                         VERSION_KEY: det.version,
                         "scored_at": now,
                     }
                 except Exception as err:  # e.g. an archive that failed to send the file: retried next run
                     failed += 1
                     logger.error(f"anatpaste scoring: cannot read {image_id!r}: {_error_text(err, uri, image_id)}")
-            for image_id, score in zip(ids, det.score_many(pixels) if pixels else [], strict=True):
+            for image_id, gate, score in zip(ids, gates, det.score_many(pixels) if pixels else [], strict=True):
                 score = float(score)
+                try:  # a film the gate suspects is turned: the model decides (anatpaste.familiarity)
+                    check_orientation(det, gate, score, image_id)
+                except RadiographError as err:
+                    failed += 1
+                    updates[image_id] = {SCORE_KEY: None, "anomaly_label": None, FLAGS_KEY: None,
+                                         "anomaly_error": _error_text(err, "", image_id), VERSION_KEY: det.version,
+                                         "scored_at": now}
+                    continue
                 updates[image_id] = {
+                    FLAGS_KEY: gate.flags + familiarity_flags(score, limit),
+                    "anomaly_fixed": gate.fixed,
                     SCORE_KEY: round(score, 6),
                     "anomaly_label": "abnormal" if score > det.threshold else "normal",
                     "anomaly_threshold": round(det.threshold, 6),
