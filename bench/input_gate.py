@@ -8,12 +8,18 @@ Non-chest corpus (built from files that packages ship, nothing downloaded):
   CR, or exported as PNG): content check only;
 * scikit-image's bundled sample images (``skimage.data``), written as PNG and read as a user would; colour
   ones also converted to grey, so the content check sees them too;
-* real films edited: upside down, turned by 90 degrees, grey scale inverted, top quarter only.
+* real films edited: upside down (mirrored top-bottom, and turned by 180 degrees), turned by 90 degrees
+  either way, grey scale inverted, top quarter only.
+
+Every input goes through what ``anatpaste score`` does: the reader (header gate, reader checks), the content
+gate (:func:`anatpaste.content_gate.check_content`: refuses ``orientation``, re-inverts ``inverted``, flags
+``no_lungs``), the score on the shipped model and the ``unfamiliar`` flag (:mod:`anatpaste.familiarity`).
 
 Real frontal films: every image in ../shared/data zhanglab, nih, lungmasks and dicom (``--limit`` per folder
-for a quick run), read and content-checked as ``anatpaste score`` does. ``dicom/dx_thorax_mono1_small.dcm`` is a
-dog's lateral thorax and ``siim_cr_chest_header_mono1.dcm`` is shown inverted on purpose: both are counted with
-the real films because the project's tests require them to be read.
+for a quick run). The cues of every rule have their percentiles over the real films in the results file.
+``dicom/dx_thorax_mono1_small.dcm`` is a dog's lateral thorax and ``siim_cr_chest_header_mono1.dcm`` is shown
+inverted on purpose (a MONOCHROME1 header on MONOCHROME2 pixels): both are counted with the real films because
+the project's tests require them to be read.
 
 Usage (from the repository root, gently on a shared machine)::
 
@@ -33,13 +39,16 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from anatpaste.content_gate import content_flags, lung_fields  # noqa: E402
+from anatpaste.content_gate import LungFields, check_content  # noqa: E402
+from anatpaste.detector import Detector  # noqa: E402
 from anatpaste.errors import NotAChestRadiographError, RadiographError  # noqa: E402
+from anatpaste.familiarity import check_orientation, familiarity_flags, unfamiliar_limit  # noqa: E402
 from anatpaste.io import read_radiograph  # noqa: E402
 from bench.common import SHARED_DATA, command_line, git_commit, machine, write_results  # noqa: E402
 
@@ -51,53 +60,92 @@ REAL_FOLDERS = {
 }
 
 
-def _verdict(read, name: str) -> dict:
-    """Read then content-check one input: refused (by the header gate or the reader) or read, flagged or not."""
-    t0 = time.perf_counter()
-    try:
-        pixels = read()
-    except NotAChestRadiographError as err:
-        return {"name": name, "refused": True, "by": "header", "reason": err.reason}
-    except RadiographError as err:
-        return {"name": name, "refused": True, "by": "reader", "reason": type(err).__name__}
-    t1 = time.perf_counter()
-    try:
-        fields = lung_fields(pixels)
-    except RadiographError as err:  # e.g. too small for the segmentation: scoring would refuse it too
-        return {"name": name, "refused": True, "by": "segmentation", "reason": type(err).__name__}
-    t2 = time.perf_counter()
-    flags = content_flags(fields)
-    return {"name": name, "refused": False, "flags": flags, "lung_fraction": round(fields.total, 4),
-            "lungs_darker": round(fields.darker, 4), "content_ms": (t2 - t1) * 1e3, "read_ms": (t1 - t0) * 1e3}
+CUES = ("lung_fraction", "lungs_darker", "tall", "below_minus_above", "symmetry", "score")
 
 
-def _summary(verdicts: list[dict]) -> dict:
+def _cues(fields: LungFields, symmetry: float) -> dict:
+    return {"lung_fraction": round(fields.total, 4), "lungs_darker": round(fields.darker, 4),
+            "tall": round(fields.tall, 4),
+            "below_minus_above": round(fields.below_minus_above, 4), "symmetry": round(symmetry, 4)}
+
+
+class Gate:
+    """The scoring path's gate: reader, content gate, score on the model, the unfamiliar flag."""
+
+    def __init__(self, model: Path | None) -> None:
+        self.det = Detector.load(model)
+        self.limit = unfamiliar_limit(self.det.payload)
+
+    def verdict(self, read, name: str) -> dict:
+        """Refused (by the header gate, the reader or the content gate) or scored, with flags and fixes."""
+        t0 = time.perf_counter()
+        try:
+            pixels = read()
+        except NotAChestRadiographError as err:
+            return {"name": name, "refused": True, "by": "header", "reason": err.reason}
+        except RadiographError as err:
+            return {"name": name, "refused": True, "by": "reader", "reason": type(err).__name__}
+        t1 = time.perf_counter()
+        try:
+            gate = check_content(pixels, name)
+        except RadiographError as err:  # e.g. too small for the segmentation: scoring would refuse it too
+            return {"name": name, "refused": True, "by": "segmentation", "reason": type(err).__name__}
+        t2 = time.perf_counter()
+        score = self.det.score(gate.pixels, maps=False).score
+        t3 = time.perf_counter()
+        cues = {**_cues(gate.fields, gate.symmetry), "score": round(score, 3), "suspect": gate.suspect}
+        try:  # the same order as familiarity.score_gated, timed apart
+            check_orientation(self.det, gate, score, name)
+        except NotAChestRadiographError as err:
+            return {"name": name, "refused": True, "by": "model", "reason": err.reason, "detail": err.detail, **cues,
+                    "content_ms": (t2 - t1) * 1e3}
+        t4 = time.perf_counter()
+        return {"name": name, "refused": False, "flags": gate.flags + familiarity_flags(score, self.limit),
+                "fixed": gate.fixed, **cues, "content_ms": (t2 - t1 + t4 - t3) * 1e3, "read_ms": (t1 - t0) * 1e3,
+                "score_ms": (t3 - t2) * 1e3}
+
+
+def _caught(v: dict) -> bool:
+    return v["refused"] or bool(v.get("flags")) or bool(v.get("fixed"))
+
+
+def _percentiles(values: list[float]) -> dict:
+    a = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
+    if not a.size:
+        return {}
+    qs = (0, 0.1, 0.5, 1, 5, 50, 95, 99, 99.5, 99.9, 100)
+    return {"n": int(a.size), **{f"p{q:g}": round(float(np.percentile(a, q)), 4) for q in qs}}
+
+
+def _summary(verdicts: list[dict], cues: bool = False) -> dict:
     refused = [v for v in verdicts if v["refused"]]
     flagged = [v for v in verdicts if v.get("flags")]
+    fixed = [v for v in verdicts if v.get("fixed")]
     n = len(verdicts)
     out = {
-        "n": n, "refused": len(refused), "flagged": len(flagged),
-        "refused_or_flagged_rate": round((len(refused) + len(flagged)) / n, 4) if n else None,
+        "n": n, "refused": len(refused), "flagged": len(flagged), "fixed": len(fixed),
+        "suspected_orientation": sum(v.get("suspect") is not None for v in verdicts),
+        "neither": sum(not _caught(v) for v in verdicts),
+        "refused_flagged_or_fixed_rate": round(sum(map(_caught, verdicts)) / n, 4) if n else None,
         "refusal_rate": round(len(refused) / n, 4) if n else None,
         "flag_rate": round(len(flagged) / n, 4) if n else None,
         "by": dict(Counter(f"{v['by']}:{v['reason']}" for v in refused)
-                   + Counter(f"content:{f}" for v in flagged for f in v["flags"])),
+                   + Counter(f"flag:{f}" for v in flagged for f in v["flags"])
+                   + Counter(f"fixed:{f}" for v in fixed for f in v["fixed"])),
     }
-    fracs = [v["lung_fraction"] for v in verdicts if "lung_fraction" in v]
-    if fracs:
-        qs = (0, 0.1, 1, 5, 50)
-        out["lung_fraction_percentiles"] = {f"p{q:g}": round(float(np.percentile(fracs, q)), 4) for q in qs}
+    if cues:
+        out["cue_percentiles"] = {c: _percentiles([v.get(c) for v in verdicts]) for c in CUES}
     return out
 
 
-def _real(limit: int | None) -> dict[str, list[dict]]:
+def _real(gate: Gate, limit: int | None) -> dict[str, list[dict]]:
     out = {}
     for key, (folder, pattern) in REAL_FOLDERS.items():
         files = sorted((SHARED_DATA / folder).rglob(pattern))
         assert files, f"no {pattern} under {SHARED_DATA / folder}"
         if limit:
             files = files[:: max(1, len(files) // limit)][:limit]  # spread over the sub-folders
-        out[key] = [_verdict(lambda p=p: read_radiograph(p).pixels, str(p.relative_to(SHARED_DATA))) for p in files]
+        out[key] = [gate.verdict(lambda p=p: read_radiograph(p).pixels, str(p.relative_to(SHARED_DATA))) for p in files]
         print(f"{key}: {_summary(out[key])}", flush=True)
     return out
 
@@ -139,96 +187,116 @@ def _skimage_images() -> dict[str, np.ndarray]:
     return out
 
 
-def _non_chest(tmp: Path, edited_sources: list[Path]) -> dict[str, list[dict]]:
+EDITS = {
+    "upside_down": lambda a: a[::-1],  # mirrored top-bottom (a film hung upside down, seen from behind)
+    "turned_180": lambda a: a[::-1, ::-1],
+    "turned_90": lambda a: np.rot90(a),
+    "turned_270": lambda a: np.rot90(a, 3),
+    "inverted": lambda a: 1.0 - a,
+    "top_quarter": lambda a: a[: max(32, a.shape[0] // 4)],
+}
+
+
+def _non_chest(gate: Gate, tmp: Path, edited_sources: list[Path]) -> dict[str, list[dict]]:
     groups: dict[str, list[dict]] = {"pydicom_as_read": [], "pydicom_pixels": [], "skimage_as_read": [],
                                      "skimage_grey": [], "edited_real_films": []}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for p in _pydicom_files():
-            groups["pydicom_as_read"].append(_verdict(lambda p=p: read_radiograph(p).pixels, p.name))
+            groups["pydicom_as_read"].append(gate.verdict(lambda p=p: read_radiograph(p).pixels, p.name))
             try:
                 raw = _raw_pixels(p)
             except Exception:  # no pixel data or an undecodable test file: nothing to content-check
                 continue
             if raw.ndim == 2 and min(raw.shape) >= 32:
-                groups["pydicom_pixels"].append(_verdict(lambda a=raw: a, p.name))
+                groups["pydicom_pixels"].append(gate.verdict(lambda a=raw: a, p.name))
     for name, img in _skimage_images().items():
         f = img.astype(np.float64)
         arr = img if img.dtype == np.uint8 else (255 * (f - f.min()) / max(float(np.ptp(f)), 1e-9)).astype(np.uint8)
         png = tmp / f"{name}.png"
         Image.fromarray(arr).save(png)
-        groups["skimage_as_read"].append(_verdict(lambda f=png: read_radiograph(f).pixels, name))
+        groups["skimage_as_read"].append(gate.verdict(lambda f=png: read_radiograph(f).pixels, name))
         grey = arr if arr.ndim == 2 else arr[..., :3].astype(np.float32).mean(axis=-1)
-        groups["skimage_grey"].append(_verdict(lambda a=grey: a, name))
-    edits = {
-        "upside_down": lambda a: a[::-1],
-        "turned_90": lambda a: np.rot90(a),
-        "inverted": lambda a: 1.0 - a,
-        "top_quarter": lambda a: a[: max(32, a.shape[0] // 4)],
-    }
+        groups["skimage_grey"].append(gate.verdict(lambda a=grey: a, name))
     for p in edited_sources:
         pixels = read_radiograph(p).pixels
-        for edit, fn in edits.items():
+        for edit, fn in EDITS.items():
             changed = np.ascontiguousarray(fn(pixels))
-            v = _verdict(lambda a=changed: a, f"{p.name}:{edit}")
+            v = gate.verdict(lambda a=changed: a, f"{p.name}:{edit}")
             v["edit"] = edit
             groups["edited_real_films"].append(v)
     return groups
 
 
-def _timing(verdicts: list[dict]) -> dict:
-    ms = [v["content_ms"] for v in verdicts if "content_ms" in v]
+def _timing(verdicts: list[dict], key: str) -> dict:
+    ms = [v[key] for v in verdicts if key in v]
     return {"n": len(ms), "median_ms": round(float(np.median(ms)), 2), "p90_ms": round(float(np.percentile(ms, 90)), 2)}
+
+
+def _edited_sources(n: int) -> list[Path]:
+    """``n`` real films spread over the three sites (a third each): the films the edits start from."""
+    third = n // 3
+    return (sorted((SHARED_DATA / "lungmasks" / "images").glob("*.png"))[::12][:third]
+            + sorted((SHARED_DATA / "nih").rglob("*.png"))[::50][:third]
+            + sorted((SHARED_DATA / "zhanglab").rglob("*.jpeg"))[::150][: n - 2 * third])
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--limit", type=int, help="real films per folder (a quick run); default: all")
-    ap.add_argument("--edited", type=int, default=20, help="real films (lungmasks + nih) edited for the corpus")
+    ap.add_argument("--edited", type=int, default=60, help="real films (lungmasks, nih, zhanglab) edited")
+    ap.add_argument("--model", type=Path, help="model file (default: the shipped model)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (1: two on the shared 2-core machine scored a film 15x slower)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "input_gate.json")
     args = ap.parse_args(argv)
     load0 = [round(x, 2) for x in os.getloadavg()]
     t0 = time.perf_counter()
-    real = _real(args.limit)
-    half = args.edited // 2
-    edited = (sorted((SHARED_DATA / "lungmasks" / "images").glob("*.png"))[::25][:half]
-              + sorted((SHARED_DATA / "nih").rglob("*.png"))[::50][: args.edited - half])
+    torch.set_num_threads(args.threads)
+    gate = Gate(args.model)
+    real = _real(gate, args.limit)
     with tempfile.TemporaryDirectory() as tmp:
-        non_chest = _non_chest(Path(tmp), edited)
+        non_chest = _non_chest(gate, Path(tmp), _edited_sources(args.edited))
     all_real = [v for vs in real.values() for v in vs]
-    edited_by = {e: _summary([v for v in non_chest["edited_real_films"] if v["edit"] == e])
-                 for e in ("upside_down", "turned_90", "inverted", "top_quarter")}
+    edits = non_chest["edited_real_films"]
+    corpus = [v for vs in non_chest.values() for v in vs]
     big = read_radiograph(SHARED_DATA / "dicom" / "RG1_UNCR.dcm").pixels
-    lung_fields(big)  # warm-up
+    check_content(big, "RG1_UNCR")  # warm-up
     t = time.perf_counter()
     for _ in range(5):
-        lung_fields(big)
+        check_content(big, "RG1_UNCR")
     big_ms = (time.perf_counter() - t) / 5 * 1e3
     result = {
         "benchmark": "input gate: refusal of non-chest inputs, false refusal of real frontal films",
-        "rule": "refused: header gate (anatpaste.io.dicom_gate) and reader checks; flagged: content check "
-                "no_lungs (anatpaste.content_gate), the segmentation without its mirror/prior fallbacks finds "
-                "< 2% of the image as lung",
-        "real_frontal_films": {"all": _summary(all_real), **{k: _summary(v) for k, v in real.items()},
-                               "refused_or_flagged": [v for v in all_real if v["refused"] or v["flags"]]},
+        "rule": "refused: header gate (anatpaste.io.dicom_gate), reader checks, content gate orientation "
+                "(anatpaste.content_gate); fixed: inverted grey scale, re-inverted and scored; flagged: no_lungs "
+                "(no lung field, or fields not darker than the mediastinum), unfamiliar (score beyond the model "
+                "file's limit, anatpaste.familiarity)",
+        "model": {"version": gate.det.version, "threshold": gate.det.threshold, "unfamiliar_limit": gate.limit},
+        "real_frontal_films": {"all": _summary(all_real, cues=True), **{k: _summary(v) for k, v in real.items()},
+                               "refused_flagged_or_fixed": [v for v in all_real if _caught(v)]},
         "non_chest": {k: _summary(v) for k, v in non_chest.items() if k != "edited_real_films"},
         "non_chest_all_but_edits": _summary([v for k, vs in non_chest.items() if k != "edited_real_films"
                                              for v in vs]),
-        "edited_real_films": edited_by,
-        "neither_refused_nor_flagged_non_chest": {f"{k}:{v['name']}": v["lung_fraction"]
-                                                  for k, vs in non_chest.items() for v in vs
-                                                  if not v["refused"] and not v["flags"]},
-        "content_check_time": {"real_films_as_stored": _timing(all_real),
-                               "RG1_UNCR_1955x1841_ms": round(big_ms, 2)},
+        "edited_real_films": {e: _summary([v for v in edits if v["edit"] == e], cues=True) for e in EDITS},
+        "non_chest_all": _summary(corpus),
+        "neither_refused_flagged_nor_fixed_non_chest": [
+            {"name": f"{k}:{v['name']}", **{c: v.get(c) for c in CUES}}
+            for k, vs in non_chest.items() for v in vs if not _caught(v)],
+        "time": {"content_gate_real_films_as_stored": _timing(all_real, "content_ms"),
+                 "score_real_films_as_stored": _timing(all_real, "score_ms"),
+                 "content_gate_RG1_UNCR_1955x1841_ms": round(big_ms, 2)},
         "limit_per_folder": args.limit,
         "seconds": round(time.perf_counter() - t0, 1),
-        "machine": {**machine(), "load_average_at_start": load0, "nice": os.nice(0)},
+        "machine": {**machine(), "torch_threads": args.threads, "load_average_at_start": load0, "load_average_at_end":
+                    [round(x, 2) for x in os.getloadavg()], "nice": os.nice(0)},
         "commit": git_commit(),
         "command": command_line(argv),
     }
     write_results(args.out, result)
-    print({k: result[k] for k in ("non_chest_all_but_edits", "edited_real_films")})
-    print(result["real_frontal_films"]["all"], result["content_check_time"])
+    print({k: result[k] for k in ("non_chest_all_but_edits", "non_chest_all")})
+    print({e: (v["refused"], v["flagged"], v["fixed"], v["neither"]) for e, v in result["edited_real_films"].items()})
+    print(result["real_frontal_films"]["all"]["by"], result["time"])
     return 0
 
 
