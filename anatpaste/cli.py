@@ -286,6 +286,9 @@ def read_reference_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from anatpaste.train.config import TrainConfig  # the one definition of the training defaults
+
+    defaults = TrainConfig()
     p = argparse.ArgumentParser(prog="anatpaste", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -297,17 +300,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                    help="auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32")
     t.add_argument("--output", required=True, help="model file to write")
-    t.add_argument("--size", type=int, default=256, help="input side in pixels (paper: 256)")
-    t.add_argument("--steps", type=int, default=2000)
-    t.add_argument("--batch-size", type=int, default=64, help="originals per step (as many pasted are added)")
-    t.add_argument("--lr", type=float, default=0.03)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--eval-every", type=int, default=250, help="steps between label-free evaluations")
+    t.add_argument("--size", type=int, default=defaults.image_size, help="input side in pixels (paper: 256)")
+    t.add_argument("--steps", type=int, default=defaults.steps)
+    t.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                   help="originals per step (as many pasted are added)")
+    t.add_argument("--lr", type=float, default=defaults.lr)
+    t.add_argument("--seed", type=int, default=defaults.seed)
+    t.add_argument("--eval-every", type=int, default=defaults.eval_every, help="steps between label-free evaluations")
     t.add_argument("--select", choices=["synthetic-auc", "last"], default="synthetic-auc")
     t.add_argument("--checkpoint", help="resumable state file (default: OUTPUT with .ckpt); reruns resume")
-    t.add_argument("--checkpoint-every", type=int, default=250)
+    t.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
     t.add_argument("--init-weights", help="local encoder weights: a model file or a torchvision resnet18 file")
-    t.add_argument("--threshold-quantile", type=float, default=0.95)
+    t.add_argument("--threshold-quantile", type=float, default=defaults.threshold_quantile)
     t.add_argument("--no-quantize", action="store_true", help="store fp32 weights instead of int8")
     t.add_argument("--device", help="cuda / cpu (default: cuda when available)")
     t.set_defaults(func=_cmd_train)

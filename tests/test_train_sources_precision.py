@@ -96,3 +96,26 @@ def test_cli_trains_on_two_sources_with_balanced_draws(tmp_path):
     data = load_model(out)["training"]["data"]
     assert data["n_per_source"] == [8, 6] and data["balance_sources"] is True
     assert data["sources"] == [[str(a)], [str(b)]]
+
+
+@pytest.mark.parametrize("field,value", [
+    ("log_every", 0), ("lr", 0.0), ("eval_every", -1), ("steps", 0), ("batch_size", 1), ("image_size", 32),
+    ("momentum", 1.5), ("heatmap_channels", 0),
+])
+def test_training_settings_out_of_range_are_refused_where_they_are_defined(field, value):
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(**{field: value})
+
+
+def test_the_cli_and_the_server_take_their_training_defaults_and_ranges_from_the_core():
+    from anatpaste.cli import build_parser
+    from monailabel_app.lib.config import ConfigError, TrainOptions
+
+    args = build_parser().parse_args(["train", "--normal", "x", "--output", "y"])
+    core = TrainConfig()
+    assert (args.size, args.steps, args.batch_size, args.lr, args.eval_every, args.checkpoint_every) == (
+        core.image_size, core.steps, core.batch_size, core.lr, core.eval_every, core.checkpoint_every)
+    with pytest.raises(ConfigError, match="batch_size"):
+        TrainOptions(batch_size=5000)
+    with pytest.raises(ConfigError, match="lr"):
+        TrainOptions(lr=-1.0)

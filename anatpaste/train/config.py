@@ -7,6 +7,19 @@ from typing import Any
 
 from anatpaste.precision import check_precision
 
+# Closed ranges of the numeric settings (lr, holdout_fraction and threshold_quantile are checked below).
+RANGES: dict[str, tuple[float, float]] = {
+    "image_size": (64, 1024),
+    "steps": (1, 1_000_000),
+    "batch_size": (2, 4096),
+    "momentum": (0.0, 0.999),
+    "weight_decay": (0.0, 1.0),
+    "eval_every": (0, 1_000_000),
+    "checkpoint_every": (0, 1_000_000),
+    "log_every": (1, 1_000_000),
+    "heatmap_channels": (1, 384),
+}
+
 
 @dataclass
 class TrainConfig:
@@ -53,10 +66,15 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.image_size < 64:
-            raise ValueError(f"image_size must be >= 64, got {self.image_size}")
-        if self.steps < 1 or self.batch_size < 2:
-            raise ValueError(f"steps must be >= 1 and batch_size >= 2, got {self.steps}, {self.batch_size}")
+        # The one place training settings are checked: the CLI and the server take their defaults from this
+        # class and their range errors from here (a value outside them would fail later, e.g. log_every=0
+        # divided by zero in the loop).
+        for name, (lo, hi) in RANGES.items():
+            value = getattr(self, name)
+            if not lo <= value <= hi:
+                raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
+        if not 0 < self.lr < 10:
+            raise ValueError(f"lr must be in (0, 10), got {self.lr}")
         if not 0 < self.holdout_fraction < 1:
             raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
         if not 0.5 <= self.threshold_quantile < 1:
