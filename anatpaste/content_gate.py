@@ -149,7 +149,7 @@ def suspected_orientation(fields: LungFields, symmetry: float) -> str | None:
 
 # The ways back to upright of a suspected orientation (a film turned either way by 90 degrees).
 TURN_BACK = {
-    "upside down": (lambda a: a[::-1],),  # also right for a film turned by 180: the mirror is scored alike
+    "upside down": (lambda a: a[::-1], lambda a: a[::-1, ::-1]),  # mirrored top-bottom, or turned by 180
     "turned by 90 degrees": (np.rot90, lambda a: np.rot90(a, 3)),
 }
 

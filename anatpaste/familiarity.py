@@ -1,11 +1,12 @@
 """The model's own view of an input, the last stage of the input gate (docs/input-gate.md).
 
 The anomaly score is the Mahalanobis distance of the film's embedding to the normals the model learnt.
-Both rules here are written in the model file's own figures, so they hold for any model file: the stored
-threshold (a high quantile of held-out normals' scores) and the *spread* ``threshold - median`` of those
-held-out scores.
+Both rules here are written in the model file's own figures, so they hold for any model file: the median and
+the *spread* (interquartile range) of the held-out normals' scores stored in the file. The spread is robust
+to the tail of those scores, which differs between model files (a model trained on two sites has a longer
+tail: its stored 95 % threshold sits 3 spreads above the median, a one-site model's 1.5).
 
-* ``unfamiliar`` (flag): a score beyond ``threshold + SPREADS * spread``. A photograph or a page of text
+* ``unfamiliar`` (flag): a score beyond ``median + SPREADS * spread``. A photograph or a page of text
   scores there; real films with large pathologies come near it, so the input is scored and flagged, never
   refused.
 * ``orientation`` (refused): when the content gate suspects a turned or upside-down film from its geometry,
@@ -25,23 +26,28 @@ from anatpaste.errors import NotAChestRadiographError
 if TYPE_CHECKING:
     from anatpaste.detector import Detector, ScoreResult
 
-SPREADS = 6.0  # just above the highest score of the 2,756 real frontal films in spreads of the shipped model
+SPREADS = 11.0  # just above the highest score of the 2,756 real frontal films (10.3 spreads, pediatric model)
+
+
+def _held_out(payload: dict[str, Any]) -> np.ndarray:
+    held = np.asarray(payload["threshold"].get("holdout_scores") or [], dtype=np.float64)
+    return held[np.isfinite(held)]
 
 
 def spread(payload: dict[str, Any]) -> float:
-    """``threshold - median`` of the stored held-out normals' scores; a third of the threshold without them."""
-    threshold = payload["threshold"]
-    value = float(threshold["value"])
-    held = np.asarray(threshold.get("holdout_scores") or [], dtype=np.float64)
-    held = held[np.isfinite(held)]
-    if held.size < 10:  # too few stored scores for a median
-        return value / 3.0
-    return max(value - float(np.median(held)), 0.0)
+    """Interquartile range of the stored held-out normals' scores; a sixth of the threshold without them."""
+    held = _held_out(payload)
+    if held.size < 10:  # too few stored scores for quartiles
+        return float(payload["threshold"]["value"]) / 6.0
+    q25, q75 = np.percentile(held, [25, 75])
+    return float(q75 - q25)
 
 
 def unfamiliar_limit(payload: dict[str, Any]) -> float:
     """The score above which an input is flagged ``unfamiliar``, from the model file's stored figures."""
-    return float(payload["threshold"]["value"]) + SPREADS * spread(payload)
+    held = _held_out(payload)
+    middle = float(np.median(held)) if held.size >= 10 else 0.75 * float(payload["threshold"]["value"])
+    return middle + SPREADS * spread(payload)
 
 
 def familiarity_flags(score: float, limit: float) -> list[str]:
