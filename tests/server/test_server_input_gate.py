@@ -67,8 +67,10 @@ def test_a_datastore_ct_is_422_by_id(client):
 def test_scoring_stores_the_refusal_and_the_worklist_never_serves_it(client):
     r = client.post("/scoring/anatpaste_score?run_sync=true")
     assert r.status_code == 200, r.text
-    assert r.json()["failed"] == len(NOT_CHEST) + 1  # the turned film
     objects = client.get("/datastore/?output=all").json()["objects"]
+    errors = {i for i, o in objects.items() if o["image"]["info"].get("anomaly_error")}
+    # the sample studies' own films may be refused too (the benchmark refuses 2 of 2,756 real films)
+    assert r.json()["failed"] == len(errors) and errors >= {Path(n).stem for n in (*NOT_CHEST, TURNED)}
     for name in NOT_CHEST:
         info = objects[Path(name).stem]["image"]["info"]
         assert info["anomaly_score"] is None
