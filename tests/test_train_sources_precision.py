@@ -98,7 +98,7 @@ def test_cli_trains_on_two_sources_with_balanced_draws(tmp_path):
     assert data["sources"] == [[str(a)], [str(b)]]
 
 
-@pytest.mark.parametrize("field,value", [
+@pytest.mark.parametrize(("field", "value"), [
     ("log_every", 0), ("lr", 0.0), ("eval_every", -1), ("steps", 0), ("batch_size", 1), ("image_size", 32),
     ("momentum", 1.5), ("heatmap_channels", 0),
 ])
