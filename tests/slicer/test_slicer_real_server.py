@@ -227,3 +227,20 @@ def test_finished_training_publishes_a_new_version_and_rescoring_uses_it(real_se
     settle(session)
     assert session.state.result.model_version == after
     assert not controls(session.state).rescore
+
+
+def test_an_inverted_film_is_scored_with_the_gates_warning_in_words(client, tmp_path):
+    # A real adult normal with its grey scale inverted: the server's input gate re-inverts and scores it, and the
+    # module's status line carries the gate's warning (the Widget shows state.message).
+    from PIL import Image
+    from shared_data import SHARED_DATA
+
+    from anatpaste.data import find_images
+
+    film = read_radiograph(find_images(SHARED_DATA / "nih" / "test" / "NORMAL")[0]).pixels
+    path = tmp_path / "inverted.png"
+    Image.fromarray(((1.0 - film) * 255).round().astype(np.uint8)).save(path)
+    result = client.score(path=path, maps=False)
+    assert result.warnings, "the server's gate said nothing about an inverted film"
+    line = result.summary("inverted.png")
+    assert line.startswith("Scored inverted.png: ") and "Warning: " in line and "invert" in line.lower()

@@ -136,10 +136,18 @@ class ScoreResult:
     spacing: tuple[float, float] | None = None
     shape: tuple[int, int] | None = None
     maps_nrrd: bytes | None = field(default=None, repr=False)
+    # The input gate's words for the reader (docs/input-gate.md): a flag (``no_lungs``, ``unfamiliar``: the score
+    # may mean nothing) or a fix (``inverted``: re-inverted before scoring). Empty for an ordinary film.
+    warnings: tuple[str, ...] = ()
 
     @property
     def abnormal(self) -> bool:
         return self.label == "abnormal"
+
+    def summary(self, name: str) -> str:
+        """The line the module shows after scoring ``name``: the verdict, then the gate's warnings."""
+        verdict = "abnormal" if self.abnormal else "normal"
+        return " ".join([f"Scored {name}: {verdict}.", *(f"Warning: {w}" for w in self.warnings)])
 
     @classmethod
     def from_json(cls, d: Any, maps_nrrd: bytes | None = None) -> ScoreResult:
@@ -164,6 +172,7 @@ class ScoreResult:
                 spacing=spacing if spacing and len(spacing) == 2 else None,  # type: ignore[arg-type]
                 shape=shape if shape and len(shape) == 2 else None,  # type: ignore[arg-type]
                 maps_nrrd=maps_nrrd,
+                warnings=tuple(str(w) for w in d.get("warnings") or () if str(w).strip()),
             )
         except (TypeError, ValueError) as exc:
             raise BadResponseError(f"the score answer has a malformed number: {shorten(d)}") from exc

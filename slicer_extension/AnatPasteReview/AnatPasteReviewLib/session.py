@@ -224,8 +224,7 @@ class ReviewSession:
             if self.state.study != study:  # the reviewer moved on meanwhile
                 return
             self.state.result = result
-            verdict = "abnormal" if result.abnormal else "normal"
-            self.state.message = f"Scored {study.name}: {verdict}."
+            self.state.message = result.summary(study.name)
             self.result_ready.emit(study, result, maps)
 
         self._start(SCORE, work, done, f"Scoring {study.name} ...")
