@@ -29,7 +29,8 @@ from PIL import Image
 from scipy import ndimage as ndi
 
 from anatpaste.errors import NotAChestRadiographError
-from anatpaste.segment.lungs import MIN_FRACTION, WORK_SIDE, _improved, _to_work, _validate
+from anatpaste.image import checked_grey
+from anatpaste.segment.lungs import MIN_FRACTION, WORK_SIDE, _improved, _to_work
 
 # Limits set on the cues of the 2,756 real frontal films of ../shared/data as a whole (their percentiles:
 # bench/results/input_gate.json, real_frontal_films.all.cue_percentiles); the suspicions are loose on purpose.
@@ -127,7 +128,7 @@ def mirror_symmetry(work: np.ndarray) -> float:
 
 def lung_fields(pixels: np.ndarray) -> LungFields:
     """Segment without the mirror and prior fallbacks and measure the lung fields found."""
-    work = _to_work(_validate(pixels))
+    work = _to_work(checked_grey(pixels))
     return _fields(work, _segment(work))
 
 
@@ -169,7 +170,7 @@ def check_content(pixels: np.ndarray, source: str, *, strict: bool = False) -> C
     Raises:
         NotAChestRadiographError: reason ``no_lungs``, only with ``strict``.
     """
-    arr = _validate(pixels)
+    arr = checked_grey(pixels)
     work = _to_work(arr)
     fields = _fields(work, _segment(work))
     found = fields.total >= MIN_FRACTION

@@ -32,11 +32,10 @@ from PIL import Image
 from scipy import ndimage as ndi
 from skimage import exposure, filters, morphology, segmentation
 
-from anatpaste.errors import ImageTooSmallError, UnsupportedImageError
+from anatpaste.image import MIN_SIDE, checked_grey
 
 WORK_SIDE = 256  # short side of the working image; the paper's pixel constants are at 256x256
 MAX_WORK_LONG = 1024  # caps the working image of extreme aspect ratios so the cost stays bounded
-MIN_SIDE = 32
 MIN_FRACTION = 0.02  # a lung mask covering less of the image than this is not trusted
 METHODS = ("improved", "anatpaste")
 DEFAULT_METHOD = "improved"
@@ -64,8 +63,8 @@ def segment_lungs(image: np.ndarray, *, method: str = DEFAULT_METHOD) -> np.ndar
 
     Raises:
         ValueError: unknown ``method``.
-        UnsupportedImageError: not 2-D, or not finite.
-        ImageTooSmallError: a side shorter than 32 px.
+        UnsupportedImageError: not 2-D, not real-valued, or not finite (the contract: ``anatpaste.image``).
+        ImageTooSmallError: a side shorter than ``anatpaste.image.MIN_SIDE`` (32 px).
     """
     if method not in METHODS:
         raise ValueError(f"unknown segmentation method {method!r}; choose one of {METHODS}")
@@ -79,7 +78,7 @@ def _run(image: np.ndarray, method: Callable[[np.ndarray, float], np.ndarray]) -
     given at 256x256.  Exposed privately so the benchmark can run ablation variants through
     exactly the same frame.
     """
-    arr = _validate(image)
+    arr = checked_grey(image)
     work = _to_work(arr)
     scale = float(np.sqrt(work.size)) / WORK_SIDE  # 1.0 for a square working image
     if float(work.max()) <= 0.0:  # blank input: nothing to threshold
@@ -107,21 +106,6 @@ def prior_lungs(shape: tuple[int, int]) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- frame helpers
-
-
-def _validate(image: np.ndarray) -> np.ndarray:
-    arr = np.asarray(image)
-    if arr.ndim != 2:
-        raise UnsupportedImageError(f"expected a 2-D grey image, got an array of shape {arr.shape}")
-    if min(arr.shape) < MIN_SIDE:
-        h, w = arr.shape
-        raise ImageTooSmallError(f"image is {h}x{w} pixels; need at least {MIN_SIDE} per side")
-    if arr.dtype.kind not in "biuf":  # bool, int, unsigned, float
-        raise UnsupportedImageError(f"expected a real-valued grey image, got dtype {arr.dtype}")
-    arr = arr.astype(np.float32, copy=False)
-    if not np.isfinite(arr).all():
-        raise UnsupportedImageError("image holds NaN or infinite values")
-    return arr
 
 
 def _work_shape(shape: tuple[int, ...]) -> tuple[int, int]:
