@@ -96,8 +96,11 @@ class Detector:
         return cls(payload, version=f"{path.stem}-{digest}", device=device)
 
     def _input(self, image: np.ndarray) -> torch.Tensor:
-        grid = model_grid(as_unit_image(image), self.image_size)
-        return torch.from_numpy(grid).view(1, 1, self.image_size, self.image_size)
+        return self._grid(as_unit_image(image))
+
+    def _grid(self, unit: np.ndarray) -> torch.Tensor:
+        """A unit image (``as_unit_image``'s output) on the model's input grid: uint8 (1, 1, S, S)."""
+        return torch.from_numpy(model_grid(unit, self.image_size)).view(1, 1, self.image_size, self.image_size)
 
     def score_many(self, images: list[np.ndarray], batch_size: int = 32) -> np.ndarray:
         """Anomaly scores only (no maps), batched: for evaluation and the worklist."""
@@ -113,7 +116,8 @@ class Detector:
 
     def score(self, image: np.ndarray, maps: bool = True) -> ScoreResult:
         """Score one radiograph (float32 (H, W) [0, 1]); with ``maps`` also heatmap and lung mask at (H, W)."""
-        x = self._input(image)
+        unit = as_unit_image(image)  # checked and scaled once, for the network and the segmentation
+        x = self._grid(unit)
         emb, grid = extract(self.encoder, x, self.mean, self.std, with_grid=maps)
         s = float(self.gaussian.score(emb)[0])
         heat = lung = None
@@ -121,7 +125,7 @@ class Detector:
             h, w = image.shape
             # Segment the full-resolution image (segment_lungs works at ~256 px internally and scales the
             # mask back), not the network's small input: the outline is drawn over the original film.
-            lung = segment_lungs(as_unit_image(image), method=self.segmentation)
+            lung = segment_lungs(unit, method=self.segmentation)
             heat_small = self.heat.heatmap(grid, (self.image_size, self.image_size))
             heat = F.interpolate(heat_small.unsqueeze(1), size=(h, w), mode="bilinear", align_corners=False)[0, 0]
             # AnatPaste's anomalies live in the lung field, and so does the map: zero outside a dilated mask.

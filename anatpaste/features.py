@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from anatpaste.model.resnet import ResNet18Encoder
+from anatpaste.precision import autocast
 from anatpaste.score.heatmap import feature_grid
 
 
@@ -16,8 +17,10 @@ def normalise_input(x: torch.Tensor, mean: float, std: float) -> torch.Tensor:
 
 
 def autocast_for(device: torch.device) -> torch.autocast:
-    """bf16 autocast on CUDA; plain fp32 on CPU (bf16 convolutions are slower than fp32 on most CPUs)."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    """Scoring's precision: bf16 autocast on CUDA, fp32 on CPU. Scoring is one film at a time, where bf16 is
+    slower than fp32 even on CPUs with native bf16 (0.91x, ``bench/results/cpu_train_throughput.json``), and
+    one precision keeps a film's score the same in every path."""
+    return autocast(device, device.type == "cuda")
 
 
 @torch.no_grad()

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from anatpaste.features import normalise_input
+from anatpaste.precision import autocast
 
 
 def pretext_step(
@@ -24,7 +25,7 @@ def pretext_step(
     Returns the loss tensor, not a float: reading it waits for the device, which the caller decides when to do.
     """
     batch = normalise_input(torch.cat([originals, pasted]), *norm)
-    with torch.autocast(device_type=batch.device.type, dtype=torch.bfloat16, enabled=bf16):
+    with autocast(batch.device, bf16):
         _, logits = net(batch)
         loss = F.cross_entropy(logits.float(), labels)
     opt.zero_grad(set_to_none=True)
