@@ -94,7 +94,7 @@ def _site_summary(args: argparse.Namespace, data: ImageSet, parent: str) -> dict
 
 
 def _adapt_line(out: Path, payload: dict, data: ImageSet, t0: float, parent: str) -> dict:
-    from anatpaste.detector import Detector
+    from anatpaste.score.detector import Detector
 
     thr = payload["threshold"]
     return {
@@ -107,8 +107,8 @@ def _adapt_line(out: Path, payload: dict, data: ImageSet, t0: float, parent: str
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from anatpaste.adapt import MIN_NORMALS, calibrate
-    from anatpaste.detector import Detector
-    from anatpaste.modelfile import save_model
+    from anatpaste.model.file import save_model
+    from anatpaste.score.detector import Detector
 
     t0 = time.perf_counter()
     det = Detector.load(args.model)
@@ -122,8 +122,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 def _cmd_adapt(args: argparse.Namespace) -> int:
     from anatpaste.adapt import MIN_NORMALS, FinetuneRecipe, adapt
-    from anatpaste.detector import Detector
-    from anatpaste.modelfile import save_model
+    from anatpaste.model.file import save_model
+    from anatpaste.score.detector import Detector
 
     t0 = time.perf_counter()
     det = Detector.load(args.model)
@@ -150,10 +150,10 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
 
 def _score_rows(args: argparse.Namespace) -> list[dict]:
     from anatpaste.data import find_images
-    from anatpaste.detector import Detector
-    from anatpaste.familiarity import score_gated
+    from anatpaste.gate.familiarity import score_gated
     from anatpaste.io import read_radiograph
-    from anatpaste.overlay import render_overlay, save_png
+    from anatpaste.score.detector import Detector
+    from anatpaste.score.overlay import render_overlay, save_png
 
     det = Detector.load(args.model)
     paths = find_images(args.input)
@@ -188,7 +188,7 @@ def _score_rows(args: argparse.Namespace) -> list[dict]:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from anatpaste.content_gate import WARNINGS
+    from anatpaste.gate.content import WARNINGS
 
     rows = _score_rows(args)
     fmt = args.format or (Path(args.output).suffix.lstrip(".") if args.output else "csv")
@@ -217,9 +217,9 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from anatpaste.data import find_images
-    from anatpaste.detector import Detector
+    from anatpaste.evaluate import detection_metrics
     from anatpaste.io import read_radiograph
-    from anatpaste.metrics import detection_metrics
+    from anatpaste.score.detector import Detector
 
     det = Detector.load(args.model)
     scores: dict[str, np.ndarray] = {}
@@ -244,9 +244,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_segment(args: argparse.Namespace) -> int:
     from anatpaste.data import find_images
+    from anatpaste.evaluate import dice, iou
     from anatpaste.io import read_radiograph
-    from anatpaste.overlay import save_png
-    from anatpaste.segment import dice, iou, segment_lungs
+    from anatpaste.score.overlay import save_png
+    from anatpaste.segment import segment_lungs
 
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

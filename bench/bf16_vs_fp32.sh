@@ -9,7 +9,7 @@ out=${1:-runs/precision}
 data=../shared/data
 common=(--normal "$data/zhanglab/train/NORMAL" "$data/zhanglab/val/NORMAL" --normal "$data/nih/train/NORMAL"
         --balance-sources --size 128 --batch-size 32 --eval-every 50 --checkpoint-every 50 --seed 0 --lr 0.01
-        --steps 150 --init-weights anatpaste/models/zhanglab_cpu.pt --device cpu)
+        --steps 150 --init-weights anatpaste/weights/zhanglab_cpu.pt --device cpu)
 mkdir -p "$out"
 for p in fp32 bf16; do
   .venv/bin/anatpaste train "${common[@]}" --precision "$p" --output "$out/$p.pt"

@@ -22,11 +22,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from anatpaste.data import load_image_set  # noqa: E402
-from anatpaste.features import normalise_input  # noqa: E402
 from anatpaste.model import AnatPasteNet  # noqa: E402
 from anatpaste.paste import AnatPaste  # noqa: E402
 from anatpaste.precision import autocast, cpu_bf16_supported  # noqa: E402
 from anatpaste.preprocess import NORM_MEAN, NORM_STD  # noqa: E402
+from anatpaste.score.features import normalise_input  # noqa: E402
 from anatpaste.train.step import pretext_step  # noqa: E402
 from bench.common import SHARED_DATA, command_line, git_commit, machine, write_results  # noqa: E402
 

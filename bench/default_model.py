@@ -18,9 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from anatpaste.data import ImageSet, find_images, load_image_set  # noqa: E402
-from anatpaste.detector import DEFAULT_MODEL, Detector  # noqa: E402
+from anatpaste.evaluate import detection_metrics  # noqa: E402
 from anatpaste.io import read_radiograph  # noqa: E402
-from anatpaste.metrics import detection_metrics  # noqa: E402
+from anatpaste.model.shipped import DEFAULT_MODEL  # noqa: E402
+from anatpaste.score import Detector  # noqa: E402
 from anatpaste.train.selection import detector_synthetic_auc  # noqa: E402
 from bench.common import REPO, SHARED_DATA, command_line, git_commit, machine, write_results  # noqa: E402
 

@@ -28,10 +28,11 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from anatpaste.data import find_images  # noqa: E402
-from anatpaste.detector import DEFAULT_MODEL, Detector  # noqa: E402
-from anatpaste.features import extract  # noqa: E402
 from anatpaste.io import read_radiograph  # noqa: E402
-from anatpaste.overlay import render_overlay  # noqa: E402
+from anatpaste.model.shipped import DEFAULT_MODEL  # noqa: E402
+from anatpaste.score import Detector  # noqa: E402
+from anatpaste.score.features import extract  # noqa: E402
+from anatpaste.score.overlay import render_overlay  # noqa: E402
 from bench.common import SHARED_DATA, command_line, git_commit, machine, write_results  # noqa: E402
 
 SETS = {

@@ -12,8 +12,8 @@ Non-chest corpus (built from files that packages ship, nothing downloaded):
   either way, grey scale inverted, top quarter only.
 
 Every input goes through what ``anatpaste score`` does: the reader (header gate, reader checks), the content
-gate (:func:`anatpaste.content_gate.check_content`: refuses ``orientation``, re-inverts ``inverted``, flags
-``no_lungs``), the score on the shipped model and the ``unfamiliar`` flag (:mod:`anatpaste.familiarity`).
+gate (:func:`anatpaste.gate.content.check_content`: refuses ``orientation``, re-inverts ``inverted``, flags
+``no_lungs``), the score on the shipped model and the ``unfamiliar`` flag (:mod:`anatpaste.gate.familiarity`).
 
 Real frontal films: every image in ../shared/data zhanglab, nih, lungmasks and dicom (``--limit`` per folder
 for a quick run). The cues of every rule have their percentiles over the real films in the results file.
@@ -45,11 +45,11 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from anatpaste.content_gate import LungFields, check_content  # noqa: E402
-from anatpaste.detector import Detector  # noqa: E402
 from anatpaste.errors import NotAChestRadiographError, RadiographError  # noqa: E402
-from anatpaste.familiarity import check_orientation, familiarity_flags, unfamiliar_limit  # noqa: E402
+from anatpaste.gate.content import LungFields, check_content  # noqa: E402
+from anatpaste.gate.familiarity import check_orientation, familiarity_flags, unfamiliar_limit  # noqa: E402
 from anatpaste.io import read_radiograph  # noqa: E402
+from anatpaste.score.detector import Detector  # noqa: E402
 from bench.common import SHARED_DATA, command_line, git_commit, machine, write_results  # noqa: E402
 
 REAL_FOLDERS = {
@@ -268,10 +268,10 @@ def main(argv: list[str] | None = None) -> int:
     big_ms = (time.perf_counter() - t) / 5 * 1e3
     result = {
         "benchmark": "input gate: refusal of non-chest inputs, false refusal of real frontal films",
-        "rule": "refused: header gate (anatpaste.io.dicom_gate), reader checks, content gate orientation "
-                "(anatpaste.content_gate); fixed: inverted grey scale, re-inverted and scored; flagged: no_lungs "
+        "rule": "refused: header gate (anatpaste.gate.dicom_header), reader checks, content gate orientation "
+                "(anatpaste.gate.content); fixed: inverted grey scale, re-inverted and scored; flagged: no_lungs "
                 "(no lung field, or fields not darker than the mediastinum), unfamiliar (score beyond the model "
-                "file's limit, anatpaste.familiarity)",
+                "file's limit, anatpaste.gate.familiarity)",
         "model": {"version": gate.det.version, "threshold": gate.det.threshold, "unfamiliar_limit": gate.limit},
         "real_frontal_films": {"all": _summary(all_real, cues=True), **{k: _summary(v) for k, v in real.items()},
                                "refused_flagged_or_fixed": [v for v in all_real if _caught(v)]},

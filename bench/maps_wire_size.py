@@ -30,8 +30,9 @@ sys.path[:0] = [str(REPO), str(REPO / "slicer_extension" / "AnatPasteReview")]
 from AnatPasteReviewLib.images import read_result_maps  # noqa: E402
 from AnatPasteReviewLib.multipart import decode_multipart  # noqa: E402
 
-from anatpaste.detector import DEFAULT_MODEL, Detector  # noqa: E402
 from anatpaste.io import read_radiograph  # noqa: E402
+from anatpaste.model.shipped import DEFAULT_MODEL  # noqa: E402
+from anatpaste.score import Detector  # noqa: E402
 from bench.common import SHARED_DATA, command_line, git_commit, machine, write_results  # noqa: E402
 from monailabel_app.lib import result_image  # noqa: E402
 

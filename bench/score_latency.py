@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from anatpaste.detector import Detector  # noqa: E402
 from anatpaste.io import read_radiograph  # noqa: E402
+from anatpaste.score.detector import Detector  # noqa: E402
 from bench.common import SHARED_DATA, command_line, git_commit, machine, write_results  # noqa: E402
 
 

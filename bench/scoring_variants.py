@@ -24,12 +24,15 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from anatpaste.detector import DEFAULT_MODEL, Detector  # noqa: E402
-from anatpaste.features import normalise_input  # noqa: E402
 from anatpaste.io import read_radiograph  # noqa: E402
 from anatpaste.model import AnatPasteNet  # noqa: E402
 from anatpaste.model.resnet import ResNet18Encoder  # noqa: E402
-from anatpaste.score import GaussianScorer  # noqa: E402
+from anatpaste.model.shipped import DEFAULT_MODEL  # noqa: E402
+from anatpaste.score import (
+    Detector,  # noqa: E402
+    GaussianScorer,  # noqa: E402
+)
+from anatpaste.score.features import normalise_input  # noqa: E402
 from anatpaste.train.selection import evaluation_sets, holdout_split  # noqa: E402
 from bench.common import command_line, git_commit, machine, write_results  # noqa: E402
 from bench.default_model import TrainingNormals, test_sets  # noqa: E402

@@ -61,7 +61,8 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from anatpaste.segment import dice, iou, lungs  # noqa: E402
+from anatpaste.evaluate import dice, iou  # noqa: E402
+from anatpaste.segment import lungs  # noqa: E402
 from bench.common import git_commit, write_results  # noqa: E402
 
 # name -> (keyword arguments of lungs._improved, what changes).  "improved" is the default.

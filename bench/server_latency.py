@@ -27,8 +27,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from anatpaste.detector import DEFAULT_MODEL, Detector  # noqa: E402
 from anatpaste.io import read_radiograph  # noqa: E402
+from anatpaste.model.shipped import DEFAULT_MODEL  # noqa: E402
+from anatpaste.score import Detector  # noqa: E402
 from bench.common import SHARED_DATA, command_line, git_commit, machine, write_results  # noqa: E402
 from monailabel_app.launch import free_port, server_command, server_env, stop_process  # noqa: E402
 from monailabel_app.lib.result_image import write_maps_nrrd  # noqa: E402

@@ -32,9 +32,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from anatpaste.adapt import FinetuneRecipe, adapt, calibrate  # noqa: E402
 from anatpaste.data import ImageSet, find_images, load_image_set  # noqa: E402
-from anatpaste.detector import DEFAULT_MODEL, Detector  # noqa: E402
-from anatpaste.metrics import detection_metrics  # noqa: E402
-from anatpaste.modelfile import load_model  # noqa: E402
+from anatpaste.evaluate import detection_metrics  # noqa: E402
+from anatpaste.model.file import load_model  # noqa: E402
+from anatpaste.model.shipped import DEFAULT_MODEL  # noqa: E402
+from anatpaste.score import Detector  # noqa: E402
 from anatpaste.train import TrainConfig, train  # noqa: E402
 from bench.common import REPO, SHARED_DATA, command_line, git_commit, machine, write_results  # noqa: E402
 

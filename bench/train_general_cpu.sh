@@ -7,12 +7,12 @@
 # 128 px, 32 + 32 images per step, seed 0 throughout (each source holds out 10 %: ZhangLab's 135 are the same
 # images the pediatric phases held out); every phase has a fresh head and a new cosine schedule at lr 0.01.
 # Phases are resumable (rerun the script).
-#   usage: bash bench/train_general_cpu.sh [LAST_PHASE=8] [OUT_DIR=runs/general] [INIT=anatpaste/models/default.pt]
+#   usage: bash bench/train_general_cpu.sh [LAST_PHASE=8] [OUT_DIR=runs/general] [INIT=anatpaste/weights/default.pt]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 last=${1:-8}
 out=${2:-runs/general}
-prev=${3:-anatpaste/models/default.pt}
+prev=${3:-anatpaste/weights/default.pt}
 data=../shared/data
 common=(--normal "$data/zhanglab/train/NORMAL" "$data/zhanglab/val/NORMAL" --normal "$data/nih/train/NORMAL"
         --balance-sources --precision auto --size 128 --batch-size 32 --eval-every 50 --checkpoint-every 50

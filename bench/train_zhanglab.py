@@ -23,14 +23,14 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from anatpaste.data import ImageSet, find_images, load_image_set  # noqa: E402
-from anatpaste.detector import Detector  # noqa: E402
-from anatpaste.features import autocast_for, extract, normalise_input  # noqa: E402
+from anatpaste.evaluate import detection_metrics  # noqa: E402
 from anatpaste.io import read_radiograph  # noqa: E402
-from anatpaste.metrics import detection_metrics  # noqa: E402
 from anatpaste.model import AnatPasteNet  # noqa: E402
 from anatpaste.paste import AnatPaste  # noqa: E402
 from anatpaste.preprocess import NORM_MEAN, NORM_STD, model_grid  # noqa: E402
 from anatpaste.score import GaussianScorer  # noqa: E402
+from anatpaste.score.detector import Detector  # noqa: E402
+from anatpaste.score.features import autocast_for, extract, normalise_input  # noqa: E402
 from anatpaste.train import TrainConfig, train  # noqa: E402
 from anatpaste.train.selection import fit_subset, split_holdout  # noqa: E402
 from bench.common import SHARED_DATA, command_line, git_commit, machine, write_results  # noqa: E402

@@ -17,19 +17,6 @@ from typing import Any
 
 import torch
 from dicomweb_client.session_utils import create_session_from_user_pass
-from lib.config import AppConfig
-from lib.datastore_dicomweb import AnatPasteDICOMwebDatastore
-from lib.datastore_local import AnatPasteLocalDatastore, checked_id
-from lib.errors import not_found
-from lib.infer_anatpaste import AnatPasteInfer
-from lib.limits import max_pixels
-from lib.model_store import LiveModel, ModelStore
-from lib.model_upload import ModelUpload
-from lib.scoring import VERSION_KEY, AnatPasteScoring
-from lib.strategy import MostAnomalous
-from lib.train_anatpaste import AnatPasteTrain
-from lib.worklist_fallback import unscored_study
-from lib.write_back import WriteBack, parse_kinds
 from monailabel.config import settings
 from monailabel.datastore.dicom import DICOMwebClientX
 from monailabel.interfaces.app import MONAILabelApp
@@ -42,8 +29,21 @@ from monailabel.tasks.activelearning.random import Random
 from monailabel.utils.async_tasks.utils import processes as running_processes
 from monailabel.utils.others.generic import md5_digest
 
-from anatpaste.detector import DEFAULT_MODEL
 from anatpaste.errors import ModelFileError
+from anatpaste.model.shipped import DEFAULT_MODEL
+from monailabel_app.lib.config import AppConfig
+from monailabel_app.lib.datastore_dicomweb import AnatPasteDICOMwebDatastore
+from monailabel_app.lib.datastore_local import AnatPasteLocalDatastore, checked_id
+from monailabel_app.lib.errors import not_found
+from monailabel_app.lib.infer_anatpaste import AnatPasteInfer
+from monailabel_app.lib.limits import max_pixels
+from monailabel_app.lib.model_store import LiveModel, ModelStore
+from monailabel_app.lib.model_upload import ModelUpload
+from monailabel_app.lib.scoring import VERSION_KEY, AnatPasteScoring
+from monailabel_app.lib.strategy import MostAnomalous
+from monailabel_app.lib.train_anatpaste import AnatPasteTrain
+from monailabel_app.lib.worklist_fallback import unscored_study
+from monailabel_app.lib.write_back import WriteBack, parse_kinds
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class AnatPasteApp(MONAILabelApp):
         torch.set_num_threads(self.config.infer_threads)  # the trainer sets its own in its subprocess
         server = sys.modules.get("monailabel.app")  # the FastAPI app; absent in MONAI Label's task subprocesses
         if server is not None:
-            from lib import auth_fix, datastore_routes, model_routes, routes
+            from monailabel_app.lib import auth_fix, datastore_routes, model_routes, routes
 
             auth_fix.install()
             stats = self._trainers[MODEL].stats if MODEL in self._trainers else dict
@@ -84,7 +84,7 @@ class AnatPasteApp(MONAILabelApp):
             model_routes.install(server.app, MODEL, self._model_upload())
 
     def _model_upload(self) -> ModelUpload:
-        """``PUT /model/anatpaste``: gated on the normals a training would use now (:mod:`lib.model_upload`)."""
+        """``PUT /model/anatpaste``: gated on the normals a training would use now (`lib/model_upload.py`)."""
         return ModelUpload(self.store, self._trainers[MODEL], self.datastore, self.config.train)
 
     def init_datastore(self) -> Datastore:
@@ -133,7 +133,7 @@ class AnatPasteApp(MONAILabelApp):
     def next_sample(self, request: dict[str, Any]) -> dict[str, Any]:
         """MONAI Label's, with 404 for an unknown strategy (MONAI Label answers 500), scoring started only
         when an image lacks a score of the current model (MONAI Label starts a scoring subprocess per call),
-        an unscored study while none is scored (:mod:`lib.worklist_fallback`), and no server path."""
+        an unscored study while none is scored (`lib/worklist_fallback.py`), and no server path."""
         strategy = request.get("strategy") or "random"
         if strategy not in self._strategies:
             raise not_found(f"unknown strategy {strategy!r}; this server has {sorted(self._strategies)}")

@@ -16,11 +16,11 @@ from anatpaste.adapt.calibrate import crossfit_scores, crossfit_threshold, fold_
 from anatpaste.adapt.finetune import frozen_modules
 from anatpaste.cli import main
 from anatpaste.data import load_image_set
-from anatpaste.detector import DEFAULT_MODEL, Detector
-from anatpaste.features import extract
-from anatpaste.modelfile import dequantize_state, encoder_of, load_model, save_model
+from anatpaste.model.file import dequantize_state, encoder_of, load_model, save_model
+from anatpaste.model.shipped import DEFAULT_MODEL
 from anatpaste.precision import cpu_bf16_supported
-from anatpaste.score import GaussianScorer
+from anatpaste.score import Detector, GaussianScorer
+from anatpaste.score.features import extract
 
 NIH_NORMAL = SHARED_DATA / "nih" / "train" / "NORMAL"
 

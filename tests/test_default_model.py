@@ -11,9 +11,10 @@ import torch
 from shared_data import SHARED_DATA, zhang_files
 
 from anatpaste.data import find_images
-from anatpaste.detector import DEFAULT_MODEL, ZHANGLAB_MODEL, Detector, resolve_model
+from anatpaste.evaluate import detection_metrics
 from anatpaste.io import read_radiograph
-from anatpaste.metrics import detection_metrics
+from anatpaste.model.shipped import DEFAULT_MODEL, ZHANGLAB_MODEL, resolve_model
+from anatpaste.score import Detector
 
 
 def test_shipped_models_are_small_and_load_with_the_safe_loader():

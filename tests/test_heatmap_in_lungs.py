@@ -10,9 +10,10 @@ from shared_data import SHARED_DATA
 
 from anatpaste.adapt import calibrate
 from anatpaste.data import find_images, load_image_set
-from anatpaste.detector import DEFAULT_MODEL, Detector
 from anatpaste.io import read_radiograph
-from anatpaste.modelfile import load_model
+from anatpaste.model.file import load_model
+from anatpaste.model.shipped import DEFAULT_MODEL
+from anatpaste.score import Detector
 from anatpaste.score.heat_calibration import LUNG_EDGE, LUNG_MARGIN, lung_window, windowed_maps
 
 NIH = SHARED_DATA / "nih" / "train" / "NORMAL"
@@ -49,7 +50,7 @@ def test_calibration_stores_a_per_location_scale_and_a_display_threshold(calibra
 
 def test_a_calibration_normal_rarely_shows_colour_and_maps_are_zero_outside_the_window(calibrated):
     det, data = calibrated
-    from anatpaste.features import extract
+    from anatpaste.score.features import extract
 
     _, grids = extract(det.encoder, data.images, det.mean, det.std, with_grid=True)
     peaks = windowed_maps(det.heat, det.heat.distance_grid(grids), data.lungs).flatten(1).amax(1)

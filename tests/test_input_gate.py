@@ -21,8 +21,8 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from shared_data import SHARED_DATA, zhang_files
 
-from anatpaste.content_gate import check_chest_content, check_content, lung_fields
 from anatpaste.errors import NOT_A_CHEST_REASONS, NotAChestRadiographError, RadiographError
+from anatpaste.gate.content import check_chest_content, check_content, lung_fields
 from anatpaste.io import read_radiograph
 
 # Free-text values such as "left lateral" are invalid for the CS VR, which is the point: pydicom warns.
@@ -332,13 +332,13 @@ def _edit_sources() -> list[Path]:
 
 @pytest.fixture(scope="module")
 def detector():
-    from anatpaste.detector import Detector
+    from anatpaste.score.detector import Detector
 
     return Detector.load()
 
 
 def _gated(det, pixels: np.ndarray, name: str):
-    from anatpaste.familiarity import score_gated
+    from anatpaste.gate.familiarity import score_gated
 
     return score_gated(det, np.ascontiguousarray(pixels), name, maps=False)
 
@@ -389,7 +389,7 @@ def test_turned_copies_of_real_films_are_refused_with_the_reason(edit: str, dete
 
 def test_the_orientation_rule_needs_the_model_to_agree(detector) -> None:
     """Geometry alone only suspects: a turned film the model does not find more familiar turned back is scored."""
-    from anatpaste.familiarity import check_orientation
+    from anatpaste.gate.familiarity import check_orientation
 
     path = _edit_sources()[0]
     gate = check_content(np.ascontiguousarray(np.rot90(read_radiograph(path).pixels)), "turned")
@@ -400,7 +400,7 @@ def test_the_orientation_rule_needs_the_model_to_agree(detector) -> None:
 
 
 def test_the_unfamiliar_limit_is_written_in_the_model_files_own_figures(detector) -> None:
-    from anatpaste.familiarity import SPREADS, spread, unfamiliar_limit
+    from anatpaste.gate.familiarity import SPREADS, spread, unfamiliar_limit
 
     payload = detector.payload
     held = np.asarray(payload["threshold"]["holdout_scores"], dtype=np.float64)

@@ -10,12 +10,12 @@ import pytest
 from dicom_check import dciodvfy_errors
 from shared_data import SHARED_DATA
 
-from anatpaste.content_gate import check_content
-from anatpaste.detector import Detector
+from anatpaste.gate.content import check_content
 from anatpaste.io import read_radiograph
-from anatpaste.overlay import render_overlay
 from anatpaste.report import Finding, Review, build_objects, review_sr, write_objects
 from anatpaste.report import codes as C
+from anatpaste.score.detector import Detector
+from anatpaste.score.overlay import render_overlay
 
 DICOM = SHARED_DATA / "dicom"
 # uncompressed CR with a zero Pixel Spacing; the same film as JPEG 2000; a lossy JPEG secondary capture with an

@@ -6,8 +6,8 @@ import torch
 from sklearn.covariance import LedoitWolf
 
 from anatpaste.errors import ModelFileError
-from anatpaste.metrics import detection_metrics, specificity_at_sensitivity
-from anatpaste.modelfile import dequantize_state, load_model, quantize_state, save_model
+from anatpaste.evaluate import detection_metrics, specificity_at_sensitivity
+from anatpaste.model.file import dequantize_state, load_model, quantize_state, save_model
 from anatpaste.score import GaussianScorer, HeatmapScorer
 
 

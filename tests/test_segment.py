@@ -10,7 +10,8 @@ from PIL import Image
 from scipy import ndimage as ndi
 
 from anatpaste.errors import ImageTooSmallError, UnsupportedImageError
-from anatpaste.segment import DEFAULT_METHOD, METHODS, dice, iou, prior_lungs, segment_lungs
+from anatpaste.evaluate import dice, iou
+from anatpaste.segment import DEFAULT_METHOD, METHODS, prior_lungs, segment_lungs
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 LUNGMASKS = DATA / "lungmasks"

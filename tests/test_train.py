@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from anatpaste.detector import Detector
 from anatpaste.io import read_radiograph
-from anatpaste.modelfile import load_model
+from anatpaste.model.file import load_model
+from anatpaste.score.detector import Detector
 from anatpaste.train import TrainConfig, train
 
 

@@ -9,7 +9,7 @@ import sys
 import torch
 from shared_data import zhang_files
 
-from anatpaste.modelfile import load_model
+from anatpaste.model.file import load_model
 
 
 def _train(tmp_path, out_name: str, nproc: int) -> dict:

@@ -8,7 +8,7 @@ from shared_data import SHARED_DATA, zhang_files
 
 import anatpaste.precision as precision
 from anatpaste.data import ImageSet, find_images, load_image_set
-from anatpaste.modelfile import load_model
+from anatpaste.model.file import load_model
 from anatpaste.precision import cpu_bf16_supported, use_bf16
 from anatpaste.train import TrainConfig, train
 from anatpaste.train.loop import draw_batch, source_balanced_cdf

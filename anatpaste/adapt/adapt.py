@@ -13,7 +13,7 @@ from anatpaste.adapt.calibrate import MIN_NORMALS, CalibrationError, calibrate
 from anatpaste.adapt.check import lesion_check, lesioned_copies
 from anatpaste.adapt.finetune import FinetuneRecipe, StepCallback, finetune
 from anatpaste.data import ImageSet
-from anatpaste.modelfile import dequantize_state, encoder_of, quantize_state
+from anatpaste.model.file import dequantize_state, encoder_of, quantize_state
 from anatpaste.precision import use_bf16
 from anatpaste.train.selection import split_holdout
 

@@ -21,10 +21,10 @@ from scipy.stats import beta
 
 from anatpaste.data import ImageSet
 from anatpaste.errors import AnatPasteError
-from anatpaste.features import extract
+from anatpaste.model.file import encoder_of
 from anatpaste.model.resnet import ResNet18Encoder
-from anatpaste.modelfile import encoder_of
 from anatpaste.score import GaussianScorer, HeatmapScorer
+from anatpaste.score.features import extract
 from anatpaste.score.heat_calibration import DISPLAY_HOW, calibrate_heatmap
 
 MIN_NORMALS = 10  # below this the threshold's false-positive rate interval spans most of [0, 1]
@@ -115,7 +115,7 @@ def calibrate(
     """A new model payload: ``payload``'s encoder (unchanged, same tensors) with statistics fitted on ``data``.
 
     Args:
-        payload: a loaded model file (see :mod:`anatpaste.modelfile`).
+        payload: a loaded model file (see :mod:`anatpaste.model.file`).
         data: the site's normal images at the model's input size.
         quantile: target quantile of the threshold (default: the model's own, usually 0.95).
         seed: fold assignment and heatmap channel choice.

@@ -12,10 +12,10 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from anatpaste.data import ImageSet
-from anatpaste.features import extract
 from anatpaste.model.resnet import ResNet18Encoder
 from anatpaste.paste.lesions import FAMILIES, add_lesions
 from anatpaste.score import GaussianScorer
+from anatpaste.score.features import extract
 
 
 def lesioned_copies(check: ImageSet, copies: int, seed: int) -> dict[str, torch.Tensor]:

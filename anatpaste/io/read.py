@@ -49,7 +49,7 @@ def read_radiograph(
         UnreadableImageError: missing path, a directory, an empty, truncated, corrupt or unknown file.
         NoPixelDataError: a DICOM object without pixel data.
         NotAChestRadiographError: the DICOM header says it is no frontal chest film (a CT, a lateral
-            view, a knee, ...): see :mod:`anatpaste.io.dicom_gate`.
+            view, a knee, ...): see :mod:`anatpaste.gate.dicom_header`.
         UnsupportedImageError: a colour picture, several frames, or an image format not supported.
         ImageTooLargeError: more than ``max_pixels`` pixels or ``max_bytes`` bytes.
         ImageTooSmallError: a side shorter than the image contract allows.

@@ -29,8 +29,8 @@ from anatpaste.errors import (
     UnreadableImageError,
     UnsupportedImageError,
 )
+from anatpaste.gate.dicom_header import check_dicom_header
 from anatpaste.image import as_unit_image
-from anatpaste.io.dicom_gate import check_dicom_header
 from anatpaste.io.grey import colour_to_grey
 from anatpaste.io.radiograph import Radiograph
 
@@ -74,7 +74,7 @@ def read_dicom(path: str | os.PathLike, *, max_pixels: int, force: bool = False)
         UnreadableImageError: not DICOM, truncated, or pixel data that cannot be decoded.
         NoPixelDataError: no pixel data element.
         NotAChestRadiographError: the DICOM header says it is no frontal chest film (a CT, a lateral
-            view, a knee, ...): see :mod:`anatpaste.io.dicom_gate`.
+            view, a knee, ...): see :mod:`anatpaste.gate.dicom_header`.
         UnsupportedImageError: several frames, more than one sample that is not grey RGB/YBR.
         ImageTooLargeError: more than ``max_pixels`` pixels.
         ImageTooSmallError: a side shorter than the image contract allows.

@@ -10,10 +10,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset
 
-from anatpaste.overlay import render_overlay
 from anatpaste.report.equipment import MANUFACTURER, MODEL_NAME, NOT_FOR_DIAGNOSIS, RESEARCH_NOTICE, software_versions
 from anatpaste.report.finding import Finding
 from anatpaste.report.uids import SERIES_NUMBER, instance_uid, series_uid
+from anatpaste.score.overlay import render_overlay
 
 
 def _with_notice(rgb: np.ndarray, lines: list[str]) -> np.ndarray:

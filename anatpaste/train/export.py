@@ -11,12 +11,12 @@ import torch
 
 from anatpaste.data import ImageSet
 from anatpaste.errors import ModelFileError
-from anatpaste.features import extract
 from anatpaste.model import AnatPasteNet
+from anatpaste.model.file import dequantize_state, load_model, quantize_state
 from anatpaste.model.resnet import ResNet18Encoder
-from anatpaste.modelfile import dequantize_state, load_model, quantize_state
 from anatpaste.preprocess import NORM_MEAN, NORM_STD
 from anatpaste.score import GaussianScorer, HeatmapScorer
+from anatpaste.score.features import extract
 from anatpaste.score.heat_calibration import DISPLAY_HOW, calibrate_heatmap
 from anatpaste.segment import DEFAULT_METHOD
 from anatpaste.train.config import TrainConfig

@@ -18,12 +18,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 from anatpaste import __version__
 from anatpaste.data import ImageSet
-from anatpaste.features import extract
 from anatpaste.model import AnatPasteNet
-from anatpaste.modelfile import save_model
+from anatpaste.model.file import save_model
 from anatpaste.paste import AnatPaste
 from anatpaste.precision import use_bf16
 from anatpaste.preprocess import NORM_MEAN, NORM_STD
+from anatpaste.score.features import extract
 from anatpaste.train.config import TrainConfig
 from anatpaste.train.export import build_payload, load_init_weights
 from anatpaste.train.selection import classifier_auc, evaluation_sets, gaussian_auc, holdout_split

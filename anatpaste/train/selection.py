@@ -10,12 +10,12 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from anatpaste.data import ImageSet
-from anatpaste.detector import Detector
-from anatpaste.features import extract
 from anatpaste.model import AnatPasteNet
 from anatpaste.model.resnet import ResNet18Encoder
 from anatpaste.paste import AnatPaste
 from anatpaste.score import GaussianScorer
+from anatpaste.score.detector import Detector
+from anatpaste.score.features import extract
 
 FIT_IMAGES = 512  # training normals the evaluation Gaussian is fitted on
 

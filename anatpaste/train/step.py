@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from anatpaste.features import normalise_input
 from anatpaste.precision import autocast
+from anatpaste.score.features import normalise_input
 
 
 def pretext_step(

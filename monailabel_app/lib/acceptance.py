@@ -17,10 +17,10 @@ import numpy as np
 from monailabel.interfaces.datastore import Datastore
 
 from anatpaste.data import load_image_set
-from anatpaste.detector import Detector
 from anatpaste.errors import RadiographError
-from anatpaste.metrics import detection_metrics
-from anatpaste.modelfile import load_model
+from anatpaste.evaluate import detection_metrics
+from anatpaste.model.file import load_model
+from anatpaste.score.detector import Detector
 
 from .review import reviewed
 

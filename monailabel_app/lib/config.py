@@ -3,7 +3,7 @@
 ``--conf`` keys (all optional):
 
 =================  ==========================================================================================
-model_path         model file that seeds an empty store (default: the shipped ``anatpaste/models/default.pt``)
+model_path         model file that seeds an empty store (default: the shipped ``anatpaste/weights/default.pt``)
 model_dir          the version store (default: ``<app>/model/anatpaste``)
 base_normals       folder of normal radiographs the trainer always adds to the confirmed normals
 replay_normals     folder of the model's own training normals, mixed into ``adapt`` fine-tuning batches

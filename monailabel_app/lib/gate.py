@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from anatpaste.data import ImageSet
-from anatpaste.detector import Detector
-from anatpaste.modelfile import load_model
+from anatpaste.model.file import load_model
+from anatpaste.score.detector import Detector
 from anatpaste.train import TrainConfig
 from anatpaste.train.selection import detector_synthetic_auc, split_holdout
 

@@ -16,7 +16,7 @@ from typing import Any
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 
 from anatpaste.errors import ModelFileError, RadiographError
-from anatpaste.familiarity import score_gated
+from anatpaste.gate.familiarity import score_gated
 from anatpaste.io import read_radiograph
 
 from .errors import bad_request, unavailable, unprocessable

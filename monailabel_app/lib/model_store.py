@@ -35,7 +35,7 @@ from typing import Any
 from filelock import FileLock
 
 from anatpaste.errors import ModelFileError
-from anatpaste.modelfile import load_model
+from anatpaste.model.file import load_model
 
 CURRENT = "current.pt"
 VERSIONS = "versions"
@@ -313,13 +313,13 @@ class LiveModel:
         self._loaded: tuple[str, Any] | None = None  # (version, Detector)
 
     def get(self):
-        """The :class:`anatpaste.detector.Detector` of the current version.
+        """The :class:`anatpaste.score.detector.Detector` of the current version.
 
         Raises:
             ModelStoreError: nothing is published yet.
             ModelFileError: the published file does not load.
         """
-        from anatpaste.detector import Detector
+        from anatpaste.score.detector import Detector
 
         version = self.store.current()
         if version is None:

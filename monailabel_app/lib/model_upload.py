@@ -25,7 +25,7 @@ from monailabel.interfaces.datastore import Datastore
 
 from anatpaste.data import load_image_set
 from anatpaste.errors import ModelFileError
-from anatpaste.modelfile import load_model
+from anatpaste.model.file import load_model
 from anatpaste.train import TrainConfig
 
 from . import acceptance, gate

@@ -21,9 +21,9 @@ from typing import Any
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 
-from anatpaste.content_gate import check_content
 from anatpaste.errors import RadiographError
-from anatpaste.familiarity import check_orientation, familiarity_flags, unfamiliar_limit
+from anatpaste.gate.content import check_content
+from anatpaste.gate.familiarity import check_orientation, familiarity_flags, unfamiliar_limit
 from anatpaste.io import read_radiograph
 
 from .ids import is_image_id
@@ -113,7 +113,7 @@ class AnatPasteScoring(ScoringMethod):
                     logger.error(f"anatpaste scoring: cannot read {image_id!r}: {_error_text(err, uri, image_id)}")
             for image_id, gate, score in zip(ids, gates, det.score_many(pixels) if pixels else [], strict=True):
                 score = float(score)
-                try:  # a film the gate suspects is turned: the model decides (anatpaste.familiarity)
+                try:  # a film the gate suspects is turned: the model decides (anatpaste.gate.familiarity)
                     check_orientation(det, gate, score, image_id)
                 except RadiographError as err:
                     failed += 1

@@ -31,7 +31,7 @@ from monailabel.interfaces.tasks.train import TrainTask
 
 from anatpaste.adapt import MIN_NORMALS, FinetuneRecipe, adapt, calibrate
 from anatpaste.data import ImageSet, find_images, load_image_set
-from anatpaste.modelfile import load_model, save_model
+from anatpaste.model.file import load_model, save_model
 from anatpaste.train import TrainConfig, TrainProgress
 
 from . import acceptance, gate

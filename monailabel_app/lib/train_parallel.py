@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import torch
 import torch.multiprocessing as mp
 
 from anatpaste.data import ImageSet
-from anatpaste.modelfile import load_model
+from anatpaste.model.file import load_model
 from anatpaste.train import TrainConfig, train
 
 from .train_stats import StatsWriter, read_stats
@@ -42,7 +41,6 @@ def run_training(
     if processes <= 1:
         return train(config, data, output, device=device, progress=stats.progress, data_summary=data_summary)
     port = _free_port()
-    _importable_in_children()
     mp.spawn(_worker, args=(processes, port, config, data, str(output), device, stats, data_summary),
              nprocs=processes, join=True)
     stats.data.update(read_stats(stats.path))  # rank 0 wrote the progress; keep it when this process writes next
@@ -60,14 +58,6 @@ def _worker(rank: int, world: int, port: int, config: TrainConfig, data: ImageSe
         torch.set_num_threads(max(1, (os.cpu_count() or world) // world))
     train(config, data, output, device=device, progress=stats.progress if rank == 0 else None,
           data_summary=data_summary)
-
-
-def _importable_in_children() -> None:
-    """Spawned workers import this module by the name the server gave it (MONAI Label loads the app as
-    ``lib.…``); multiprocessing hands them this process's sys.path, so put the folder that name needs on it."""
-    root = str(Path(__file__).resolve().parents[__name__.count(".")])
-    if root not in sys.path:
-        sys.path.append(root)
 
 
 def _free_port() -> int:

@@ -125,7 +125,7 @@ class WriteBack:
         return {"written": written, "failed": failed}
 
     def _result_objects(self, datastore: Any, det: Any, image_id: str) -> list[pydicom.Dataset]:
-        from anatpaste.familiarity import score_gated  # the gate + score exactly as /infer runs them
+        from anatpaste.gate.familiarity import score_gated  # the gate + score exactly as /infer runs them
         from anatpaste.io import read_radiograph
 
         path = datastore.get_image_uri(image_id)

@@ -31,11 +31,12 @@ def normals(n: int, split: str = "train") -> list[Path]:
 
 
 def copy_app(dest: Path) -> Path:
-    """The app without run-time folders, so tests never write into the repository's app folder."""
+    """The app without run-time folders, so tests never write into the repository's app folder; without
+    ``lib`` too: ``main.py`` imports it by its one name, ``monailabel_app.lib``, never from beside itself."""
     shutil.copytree(
         APP_SRC,
         dest,
-        ignore=shutil.ignore_patterns("model", "logs", "bin", "__pycache__", "sample_studies", ".*"),
+        ignore=shutil.ignore_patterns("model", "logs", "bin", "lib", "__pycache__", "sample_studies", ".*"),
     )
     return dest
 

@@ -23,7 +23,7 @@ from server_env import REPO, copy_app, copy_studies
 from server_live import LiveServer, wait_for
 from test_server_auth import ADMIN, ANNOTATOR, USER, Realm, _keypair, token
 
-from anatpaste.modelfile import save_model
+from anatpaste.model.file import save_model
 from monailabel_app.lib.limits import DEFAULT_MAX_PIXELS, MAX_REQUEST_BYTES_PER_PIXEL
 from monailabel_app.lib.model_store import ModelStore, file_sha256
 

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import ast
 import io
 import json
+import sys
 
 import nrrd
 import numpy as np
 import pytest
 from PIL import Image
 from requests_toolbelt.multipart.decoder import MultipartDecoder
-from server_env import DICOM, SHARED_DATA, require
+from server_env import DICOM, REPO, SHARED_DATA, require
 
-from anatpaste.detector import Detector
 from anatpaste.io import read_radiograph
-from anatpaste.modelfile import load_model
+from anatpaste.model.file import load_model
+from anatpaste.score.detector import Detector
 
 JSON_KEYS = {
     "image",
@@ -66,6 +68,27 @@ def test_info_describes_the_model_the_trainer_and_the_worklist(client, version):
     assert "anatpaste_score" in info["scoring"]
     assert "most_anomalous" in info["strategies"]
     assert info["datastore"]["total"] == 7
+
+
+def test_the_app_code_has_one_import_name(client):
+    """MONAI Label loads main.py from the app folder; its code is monailabel_app.lib there and here, so a class
+    has one identity (and no ``lib`` module, which MONAI Label would unload and reload, exists at all)."""
+    from monailabel.interfaces.utils.app import app_instance
+
+    from monailabel_app.lib.model_store import LiveModel
+    from monailabel_app.lib.train_anatpaste import AnatPasteTrain
+
+    client.get("/info/")
+    app = app_instance()
+    assert isinstance(app.model, LiveModel)
+    assert isinstance(app._trainers["anatpaste"], AnatPasteTrain)
+    assert "lib" not in sys.modules
+    for path in (REPO / "monailabel_app").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            assert not any(n == "lib" or n.startswith("lib.") for n in names), f"{path}: imports {names}"
 
 
 @pytest.mark.parametrize(

@@ -156,6 +156,6 @@ def test_stopping_a_training_keeps_the_published_model(server):
 
 def test_nothing_is_written_outside_the_datastore_model_and_log_folders(server):
     app_files = {p.relative_to(server.app).parts[0] for p in server.app.rglob("*") if p.is_file()}
-    assert app_files <= {"main.py", "launch.py", "lib", "model", "logs", "README.md", "bin"}
+    assert app_files <= {"__init__.py", "main.py", "launch.py", "model", "logs", "README.md", "bin"}
     leftovers = [p.name for p in server.tmpdir.iterdir() if not p.name.endswith(".json")]  # MONAI Label's log config
     assert leftovers == [], f"temporary files left behind: {leftovers}"

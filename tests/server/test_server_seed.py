@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from server_env import make_client
 
-from anatpaste.detector import DEFAULT_MODEL, Detector
+from anatpaste.model.shipped import DEFAULT_MODEL
+from anatpaste.score import Detector
 
 
 def test_an_empty_store_is_seeded_from_the_shipped_default_model(tmp_path):

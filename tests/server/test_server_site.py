@@ -13,6 +13,7 @@ import pytest
 import torch
 from server_env import ZHANGLAB, make_client, require
 
+from monailabel_app.lib import train_anatpaste
 from monailabel_app.lib.acceptance import MIN_EACH, held_out
 from monailabel_app.lib.model_store import ModelStore
 
@@ -90,21 +91,19 @@ def test_adapt_publishes_through_the_gate_and_says_which_encoder_it_kept(env):
 
 
 def test_the_acceptance_set_refuses_a_deliberately_worse_candidate(env, monkeypatch):
-    import lib.train_anatpaste  # the app's own copy, as loaded by MONAI Label
-
     from anatpaste.data import load_image_set
 
     client, store, site_normals, abnormals = env
     review(client, [f.stem for f in site_normals], "normal")
     review(client, [f.stem for f in abnormals], "abnormal")
-    real_calibrate = lib.train_anatpaste.calibrate
+    real_calibrate = train_anatpaste.calibrate
 
     def fitted_on_abnormals(payload, data, **kw):  # a Gaussian of pneumonia films: normals look anomalous
         size = data.images.shape[-1]
         return real_calibrate(payload, load_image_set([str(f) for f in abnormals] * 2, size, progress=False), **kw)
 
     published = store.current()
-    monkeypatch.setattr(lib.train_anatpaste, "calibrate", fitted_on_abnormals)
+    monkeypatch.setattr(train_anatpaste, "calibrate", fitted_on_abnormals)
     r = client.post("/train/anatpaste?run_sync=true", json={"mode": "calibrate"})
     assert r.status_code == 200, r.text
     result = r.json()
@@ -122,7 +121,7 @@ def test_the_acceptance_set_refuses_a_deliberately_worse_candidate(env, monkeypa
     assert stats["gate"]["acceptance"]["candidate"]["auc"] == acc["candidate"]["auc"]
 
     # The real calibration on the same normals passes the acceptance set, and never used its films.
-    monkeypatch.setattr(lib.train_anatpaste, "calibrate", real_calibrate)
+    monkeypatch.setattr(train_anatpaste, "calibrate", real_calibrate)
     r = client.post("/train/anatpaste?run_sync=true", json={"mode": "calibrate"})
     result = r.json()
     assert result["gate"]["passed"] is True, result["gate"]

@@ -8,6 +8,7 @@ import os
 import pytest
 from server_env import make_client
 
+from monailabel_app.lib import gate
 from monailabel_app.lib.model_store import ModelStore
 
 SMALL = {
@@ -90,8 +91,6 @@ def test_data_parallel_training_in_two_processes_publishes_a_new_version(env):
 
 
 def test_a_candidate_refused_by_the_gate_changes_nothing(env, monkeypatch):
-    import lib.gate  # the app's own copy, as loaded by MONAI Label
-
     client, store = env
     published = store.current()
     files = sorted(os.listdir(store.versions_dir))
@@ -101,7 +100,7 @@ def test_a_candidate_refused_by_the_gate_changes_nothing(env, monkeypatch):
         auc["calls"] += 1
         return 0.40 if auc["calls"] == 1 else 0.90
 
-    monkeypatch.setattr(lib.gate, "model_synthetic_auc", worse_candidate)
+    monkeypatch.setattr(gate, "model_synthetic_auc", worse_candidate)
     r = client.post("/train/anatpaste?run_sync=true", json={**SMALL, "gate_tolerance": 0.02})
     assert r.status_code == 200, r.text
     result = r.json()

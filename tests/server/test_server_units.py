@@ -10,7 +10,7 @@ import pytest
 from server_env import ZHANGLAB
 
 from anatpaste.errors import ModelFileError
-from anatpaste.modelfile import load_model, save_model
+from anatpaste.model.file import load_model, save_model
 from anatpaste.train import TrainProgress
 from monailabel_app.launch import free_port
 from monailabel_app.lib import model_store as ms

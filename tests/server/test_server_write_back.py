@@ -17,7 +17,7 @@ from dicom_check import dciodvfy_errors
 from server_env import make_client
 from server_orthanc import Orthanc, push_test_radiographs
 
-from anatpaste.detector import Detector
+from anatpaste.score.detector import Detector
 
 KINDS = {"SR": "sr", "SEG": "seg", "OT": "map"}
 

@@ -16,7 +16,7 @@ are measured (docs/input-gate.md has the rules and the figures of ``bench/input_
 * orientation (a *suspicion* here): lung fields wider than tall in a picture more symmetric top-bottom than
   left-right (turned by 90 degrees), or a picture hardly brighter under the lung fields (the abdomen) than
   over them (upside down). Geometry alone would refuse too many real films, so the model
-  decides (:func:`anatpaste.familiarity.check_orientation`): refused only if it finds the picture turned
+  decides (:func:`anatpaste.gate.familiarity.check_orientation`): refused only if it finds the picture turned
   back far more familiar.
 """
 
@@ -165,7 +165,7 @@ def check_content(pixels: np.ndarray, source: str, *, strict: bool = False) -> C
 
     Returns:
         What to score (``pixels``, re-inverted if ``"inverted"`` is in ``fixed``), the flags, and a suspected
-        orientation for :func:`anatpaste.familiarity.check_orientation`.
+        orientation for :func:`anatpaste.gate.familiarity.check_orientation`.
 
     Raises:
         NotAChestRadiographError: reason ``no_lungs``, only with ``strict``.

@@ -5,36 +5,21 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from anatpaste.features import extract
 from anatpaste.image import as_unit_image
-from anatpaste.modelfile import encoder_of, load_model
+from anatpaste.model.file import encoder_of, load_model
+from anatpaste.model.shipped import resolve_model
 from anatpaste.preprocess import model_grid
-from anatpaste.score import GaussianScorer, HeatmapScorer
+from anatpaste.score.features import extract
+from anatpaste.score.gaussian import GaussianScorer
 from anatpaste.score.heat_calibration import lung_window
+from anatpaste.score.heatmap import HeatmapScorer
 from anatpaste.segment import DEFAULT_METHOD, METHODS, segment_lungs
-
-MODELS_DIR = Path(__file__).resolve().parent / "models"
-DEFAULT_MODEL = MODELS_DIR / "default.pt"  # general: children + adults (models/MODEL_CARD.md)
-# The pediatric CPU model, trained on ZhangLab normals only (the paper's protocol), shipped beside it.
-ZHANGLAB_MODEL = MODELS_DIR / "zhanglab_cpu.pt"
-
-
-def resolve_model(path: str | os.PathLike | None) -> Path:
-    """A model file path; ``None`` is the default model, and a bare shipped name (``zhanglab_cpu``) its file."""
-    if path is None:
-        return DEFAULT_MODEL
-    p = Path(path)
-    shipped = MODELS_DIR / f"{p.name}.pt"
-    if not p.exists() and p.parent == Path(".") and not p.suffix and shipped.is_file():
-        return shipped
-    return p
 
 
 @dataclass

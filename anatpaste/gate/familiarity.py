@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from anatpaste.content_gate import TURN_BACK, WARNINGS, ContentCheck, check_content
 from anatpaste.errors import NotAChestRadiographError
+from anatpaste.gate.content import TURN_BACK, WARNINGS, ContentCheck, check_content
 
 if TYPE_CHECKING:
-    from anatpaste.detector import Detector, ScoreResult
+    from anatpaste.score.detector import Detector, ScoreResult
 
 SPREADS = 11.0  # just above the highest score of the 2,756 real frontal films (10.3 spreads, pediatric model)
 
