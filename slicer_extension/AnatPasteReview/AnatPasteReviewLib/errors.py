@@ -1,5 +1,5 @@
-"""The client's errors: every failed call to the server is a :class:`ServerError` whose text a clinician
-can read; the subclasses say what kind of failure it was."""
+"""The client's errors: every failed call to the server or the archive is a :class:`ServerError` whose text a
+clinician can read; the subclasses say what kind of failure it was."""
 
 from __future__ import annotations
 
@@ -41,3 +41,31 @@ class TrainingAlreadyRunningError(ServerResponseError):
 class BadResponseError(ServerError):
     """The server answered 2xx with something this client cannot use (bad JSON, truncated body, ...)."""
 
+
+
+class ArchiveError(ServerError):
+    """Reading a study's AnatPaste objects from the DICOMweb archive failed (archive.py)."""
+
+
+class ArchiveUnreachableError(ArchiveError):
+    """No connection to the archive: wrong address, archive not running, network or TLS failure, connect timeout."""
+
+
+class ArchiveTimeoutError(ArchiveError):
+    """Connected, but the archive did not answer (or finish answering) in time."""
+
+
+class ArchiveAnswerError(ArchiveError):
+    """The archive answered with an HTTP error, or with something unusable: too large, truncated, not JSON."""
+
+
+class NotADicomStudyError(ArchiveError):
+    """The radiograph under review is no DICOM file (a PNG/JPEG, or only in the scene): it has no study to look up."""
+
+
+class NoAnatPasteReportError(ArchiveError):
+    """The archive holds no AnatPaste object for this study (or does not hold the study at all)."""
+
+
+class MalformedObjectError(ArchiveError):
+    """An AnatPaste object in the archive cannot be read: not DICOM, or without the content it must have."""
