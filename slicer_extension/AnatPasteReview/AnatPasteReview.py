@@ -27,6 +27,7 @@ from slicer.util import VTKObservationMixin
 SETTINGS_URL = "AnatPasteReview/ServerUrl"
 SETTINGS_HISTORY = "AnatPasteReview/ServerUrlHistory"
 SETTINGS_DONT_ASK = "AnatPasteReview/DontAskBeforeSending"
+SETTINGS_ARCHIVE = "AnatPasteReview/ArchiveUrl"  # the DICOMweb archive: the server's /info does not name it
 
 
 class AnatPasteReview(ScriptedLoadableModule):
@@ -37,9 +38,9 @@ class AnatPasteReview(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["AnatPaste contributors"]
         self.parent.helpText = (
-            "Score a chest radiograph on an AnatPaste MONAI Label server: anomaly score, normal/abnormal at "
-            "the model's threshold, heatmap and lung mask on the image. Confirm normals and retrain the "
-            "model. See slicer_extension/README.md."
+            "Score a chest radiograph on an AnatPaste MONAI Label server: anomaly score, normal/abnormal at the "
+            "model's threshold, heatmap and lung mask on the image. Confirm normals and retrain the model. Load the "
+            "study's AnatPaste reports and lung SEG from the DICOMweb archive. See slicer_extension/README.md."
         )
         self.parent.acknowledgementText = (
             "AnatPaste: self-supervised anomaly detection on chest radiographs, served by MONAI Label."
@@ -71,6 +72,7 @@ class AnatPasteReviewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         "trainButton": "start_training",
         "calibrateButton": "start_calibration",
         "stopTrainingButton": "stop_training",
+        "archiveButton": "archive_lookup",
     }
     LABELS = {
         "serverStatusLabel": "server_text",
@@ -79,6 +81,7 @@ class AnatPasteReviewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         "reviewLabel": "review_text",
         "trainingLabel": "training_text",
         "statusLabel": "status_text",
+        "archiveLabel": "archive_text",
     }
 
     def __init__(self, parent=None):
@@ -116,14 +119,13 @@ class AnatPasteReviewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         history = slicer.util.settingsValue(SETTINGS_HISTORY, []) or []
         self.ui.serverUrlComboBox.addItems([history] if isinstance(history, str) else list(history))
         self.ui.serverUrlComboBox.setCurrentText(slicer.util.settingsValue(SETTINGS_URL, "http://127.0.0.1:8000"))
+        self.ui.archiveUrlLineEdit.text = slicer.util.settingsValue(SETTINGS_ARCHIVE, "") or ""
 
     def _connectButtons(self):
         ui, logic, session = self.ui, self.logic, self.logic.session
         ui.connectButton.connect("clicked(bool)", self.onConnect)
-        ui.loginButton.connect(
-            "clicked(bool)",
-            lambda: self._do(session.login, ui.usernameLineEdit.text, ui.passwordLineEdit.text),
-        )
+        ui.loginButton.connect("clicked(bool)", lambda: self._do(session.login, ui.usernameLineEdit.text,
+                                                                  ui.passwordLineEdit.text))
         ui.openFileButton.connect("clicked(bool)", self.onOpenFile)
         ui.openDicomButton.connect("clicked(bool)", lambda: slicer.util.selectModule("DICOM"))
         ui.nextStudyButton.connect("clicked(bool)", lambda: self._do(logic.next_study))
@@ -132,12 +134,11 @@ class AnatPasteReviewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ui.normalButton.connect("clicked(bool)", lambda: self._do(session.confirm, "normal"))
         ui.abnormalButton.connect("clicked(bool)", lambda: self._do(session.confirm, "abnormal"))
         # Retrain = the server's adapt (calibrate, fine-tune, keep the fine-tune only if a check agrees).
-        ui.trainButton.connect(
-            "clicked(bool)",
-            lambda: self._do(session.start_training, {"mode": "adapt", "adapt_steps": self._parameterNode.trainSteps}),
-        )
+        ui.trainButton.connect("clicked(bool)", lambda: self._do(session.start_training, {
+            "mode": "adapt", "adapt_steps": self._parameterNode.trainSteps}))
         ui.calibrateButton.connect("clicked(bool)", lambda: self._do(session.start_training, {"mode": "calibrate"}))
         ui.stopTrainingButton.connect("clicked(bool)", lambda: self._do(session.stop_training))
+        ui.archiveButton.connect("clicked(bool)", self.onArchive)
 
     def cleanup(self):
         if self._timer is not None:
@@ -193,14 +194,15 @@ class AnatPasteReviewWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.serverUrlComboBox.setCurrentText(url)
 
     def onOpenFile(self):
-        path = qt.QFileDialog.getOpenFileName(
-            self.parent,
-            "Open a chest radiograph",
-            "",
-            "Radiographs (*.png *.jpg *.jpeg *.dcm);;All files (*)",
-        )
+        path = qt.QFileDialog.getOpenFileName(self.parent, "Open a chest radiograph", "",
+                                              "Radiographs (*.png *.jpg *.jpeg *.dcm);;All files (*)")
         if path:
             self._do(self.logic.open_file, path)
+
+    def onArchive(self):
+        url = self.ui.archiveUrlLineEdit.text.strip()  # the study's AnatPaste objects in the DICOMweb archive
+        if self._do(self.logic.look_up_archive, url, self.ui.archiveCaptureCheckBox.checked):
+            qt.QSettings().setValue(SETTINGS_ARCHIVE, url)
 
     def _do(self, action, *args):
         """Run an action; a local error (bad address, unreadable file) goes to the status line."""
@@ -345,11 +347,8 @@ class AnatPasteReviewTest(ScriptedLoadableModuleTest):
         assert logic.session.state.review == "normal", logic.session.state.error
 
     def runTest(self):  # "Reload and Test" in Slicer
-        for name in (
-            "test_overlays_on_a_loaded_png",
-            "test_widget_controls_and_dead_server",
-            "test_real_server_round_trip",
-        ):
+        for name in ("test_overlays_on_a_loaded_png", "test_widget_controls_and_dead_server",
+                     "test_real_server_round_trip"):
             self.setUp()
             try:
                 getattr(self, name)()

@@ -18,6 +18,7 @@ import slicer
 
 from . import scene as S
 from .answers import ScoreResult
+from .dicom_objects import ArchiveFindings
 from .images import ResultMaps
 from .session import ReviewSession
 from .workflow import Study
@@ -101,6 +102,7 @@ class ReviewLogic:
         self.dicom_database = dicom_database
         self.session.result_ready.connect(self.show_result)
         self.session.study_downloaded.connect(self.open_downloaded)
+        self.session.archive_ready.connect(self.show_archive)
 
     # ------------------------------------------------------------------------------------- studies
     def open_file(self, path: str, image_id: str | None = None) -> slicer.vtkMRMLScalarVolumeNode:
@@ -160,6 +162,30 @@ class ReviewLogic:
         overlays = S.show_result(self.scene, volume, maps.heatmap, maps.lung_mask, result.heatmap_display_max)
         S.set_lungs_visible(overlays.lungs, self.parameters().showLungs)
         self.show(volume)
+
+    def look_up_archive(self, archive_url: str, capture: bool = False) -> None:
+        """Ask the DICOMweb archive what AnatPaste wrote for the study under review (shown when it arrives)."""
+        self.session.look_up_archive(archive_url, capture)
+
+    def show_archive(self, study: Study, found: ArchiveFindings) -> None:
+        """The archive answered: this radiograph's lung SEG as a segmentation over it, and the heatmap capture (if
+        fetched) as the Red view's foreground over the radiograph, faded by the heatmap opacity (a new score puts
+        the live heatmap back)."""
+        volume = self.scene.GetNodeByID(study.volume_id) if study.volume_id else None
+        if volume is None:
+            self.session.report_error("The radiograph was removed from the scene before the archive answered.")
+            return
+        if found.seg is not None:
+            version = found.seg.model_version or "unknown model"
+            S.show_archive_segments(self.scene, volume, [(s.label, s.mask) for s in found.seg.segments],
+                                    f"archive SEG ({version})", found.seg.sop_instance_uid)
+        if found.capture is not None:
+            version = found.capture.model_version or "unknown model"
+            capture = S.show_archive_capture(self.scene, volume, found.capture.pixels,
+                                             f"archive heatmap ({version})", found.capture.sop_instance_uid)
+            self.layout.show_one_view()
+            S.show_in_views(self.scene, volume, capture, self.parameters().heatmapOpacity)
+            self.layout.fit()
 
     def apply_parameters(self, params: Parameters | None = None) -> None:
         """The parameters changed (GUI or scene): follow the radiograph, opacity, lung visibility."""

@@ -15,11 +15,15 @@ import numpy as np
 import slicer
 import vtk
 
-ROLE_ATTRIBUTE = "AnatPaste.Role"  # on overlay nodes: "heatmap" or "lungs"
+ROLE_ATTRIBUTE = "AnatPaste.Role"  # on overlay nodes: "heatmap", "lungs", "archive segmentation", "archive capture"
 RADIOGRAPH_ATTRIBUTE = "AnatPaste.Radiograph"  # on overlay nodes: the radiograph's node ID
+OBJECT_ATTRIBUTE = "AnatPaste.SOPInstanceUID"  # on nodes loaded from the archive: the DICOM object's UID
 HEAT_COLOR_NAME = "AnatPasteHeat"
 LUNG_SEGMENT_NAME = "Lungs"
 LUNG_COLOR = (0.0, 0.85, 1.0)
+ARCHIVE_SEGMENTATION, ARCHIVE_CAPTURE = "archive segmentation", "archive capture"
+# segments read from the archive: green first, so that they stand apart from the live score's cyan lungs
+ARCHIVE_COLORS = ((0.35, 0.9, 0.35), (1.0, 0.8, 0.2), (0.9, 0.4, 0.9), (1.0, 0.5, 0.3))
 
 
 class SceneError(ValueError):
@@ -229,24 +233,34 @@ def _style_heatmap(scene, node, heat: np.ndarray, display_max: float | None) -> 
 
 
 def _fill_lungs(scene, seg_node, radiograph, mask: np.ndarray, ijk_to_ras) -> None:
+    _fill_segments(scene, seg_node, radiograph, [(LUNG_SEGMENT_NAME, mask, LUNG_COLOR)], ijk_to_ras, keep_empty=False)
+
+
+def _fill_segments(scene, seg_node, radiograph, segments, ijk_to_ras, keep_empty: bool) -> None:
+    """Replace the node's segments by ``(name, bool mask, colour)`` in the radiograph's grid; an empty mask gives an
+    empty segment when ``keep_empty`` (a SEG's declared segment), else none (the live score's lungs)."""
     segmentation = seg_node.GetSegmentation()
     segmentation.RemoveAllSegments()
     seg_node.SetReferenceImageGeometryParameterFromVolumeNode(radiograph)
     if seg_node.GetDisplayNode() is None:
         seg_node.CreateDefaultDisplayNodes()
-    if not mask.any():
-        return
-    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "AnatPaste lungs (temporary)")
-    try:
-        slicer.util.updateVolumeFromArray(labelmap, mask[np.newaxis].astype(np.uint8))
-        labelmap.SetIJKToRASMatrix(ijk_to_ras)
-        if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, seg_node):
-            raise SceneError("the lung mask could not be imported into the segmentation")
-    finally:
-        scene.RemoveNode(labelmap)
-    segment = segmentation.GetNthSegment(0)
-    segment.SetName(LUNG_SEGMENT_NAME)
-    segment.SetColor(*LUNG_COLOR)
+    for name, mask, color in segments:
+        if not mask.any():
+            if keep_empty:
+                segmentation.AddEmptySegment("", name, list(color))
+            continue
+        before = segmentation.GetNumberOfSegments()
+        labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "AnatPaste segment (temporary)")
+        try:
+            slicer.util.updateVolumeFromArray(labelmap, mask[np.newaxis].astype(np.uint8))
+            labelmap.SetIJKToRASMatrix(ijk_to_ras)
+            if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, seg_node):
+                raise SceneError(f"the mask {name!r} could not be imported into the segmentation")
+        finally:
+            scene.RemoveNode(labelmap)
+        segment = segmentation.GetNthSegment(before)
+        segment.SetName(name)
+        segment.SetColor(*color)
     display = seg_node.GetDisplayNode()
     display.SetOpacity2DFill(0.15)
     display.SetOpacity2DOutline(1.0)
@@ -269,6 +283,108 @@ def lung_mask_array(seg_node: slicer.vtkMRMLSegmentationNode, radiograph: slicer
         return slicer.util.arrayFromVolume(labelmap)[0] > 0
     finally:
         scene.RemoveNode(labelmap)
+
+
+def segment_masks(seg_node: slicer.vtkMRMLSegmentationNode, radiograph: slicer.vtkMRMLVolumeNode) -> dict:
+    """Each segment as bool (H, W) in the radiograph's grid, by segment name (for checks and exports)."""
+    scene = seg_node.GetScene()
+    segmentation = seg_node.GetSegmentation()
+    out = {}
+    for n in range(segmentation.GetNumberOfSegments()):
+        ids = vtk.vtkStringArray()
+        ids.InsertNextValue(segmentation.GetNthSegmentID(n))
+        labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "AnatPaste export (temporary)")
+        try:
+            if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+                seg_node, ids, labelmap, radiograph
+            ):
+                raise SceneError("the segmentation could not be exported")
+            image = labelmap.GetImageData()
+            if image is None or image.GetNumberOfPoints() == 0:
+                mask = np.zeros(radiograph_shape(radiograph), bool)
+            else:
+                mask = slicer.util.arrayFromVolume(labelmap)[0] > 0
+        finally:
+            scene.RemoveNode(labelmap)
+        out[segmentation.GetNthSegment(n).GetName()] = mask
+    return out
+
+
+# ------------------------------------------------------------------------------- from the archive
+def show_archive_segments(
+    scene: slicer.vtkMRMLScene,
+    radiograph: slicer.vtkMRMLScalarVolumeNode,
+    segments: list[tuple[str, np.ndarray]],
+    name: str,
+    object_uid: str = "",
+) -> slicer.vtkMRMLSegmentationNode:
+    """A DICOM SEG's segments (``(label, bool mask)`` in the radiograph's pixel grid, as a SEG of a radiograph has
+    them) as one segmentation node over the radiograph, with the radiograph's geometry; one such node per radiograph
+    (loading another SEG replaces its content).
+
+    Raises:
+        SceneError: a mask that does not have the radiograph's (H, W) shape.
+    """
+    shape = radiograph_shape(radiograph)
+    masks = [(str(label), np.asarray(mask).astype(bool)) for label, mask in segments]
+    for label, mask in masks:
+        if mask.shape != shape:
+            raise SceneError(
+                f"the archive's segment {label!r} is {mask.shape[0]}x{mask.shape[1]} pixels but "
+                f"{radiograph.GetName()} is {shape[0]}x{shape[1]}: it belongs to another image"
+            )
+    ijk_to_ras = vtk.vtkMatrix4x4()
+    radiograph.GetIJKToRASMatrix(ijk_to_ras)
+    node = _overlay_node(scene, radiograph, ARCHIVE_SEGMENTATION, "vtkMRMLSegmentationNode", name)
+    node.SetName(f"{radiograph.GetName()} {name}")
+    node.SetAttribute(OBJECT_ATTRIBUTE, object_uid)
+    colored = [(label, mask, ARCHIVE_COLORS[i % len(ARCHIVE_COLORS)]) for i, (label, mask) in enumerate(masks)]
+    _fill_segments(scene, node, radiograph, colored, ijk_to_ras, keep_empty=True)
+    return node
+
+
+def show_archive_capture(
+    scene: slicer.vtkMRMLScene,
+    radiograph: slicer.vtkMRMLScalarVolumeNode,
+    rgb: np.ndarray,
+    name: str,
+    object_uid: str = "",
+) -> slicer.vtkMRMLVectorVolumeNode:
+    """The heatmap capture (uint8 RGB (H, W, 3), the radiograph's pixel grid) as a colour volume with the
+    radiograph's geometry; one per radiograph.
+
+    Raises:
+        SceneError: not an (H, W, 3) picture of the radiograph's size.
+    """
+    shape = radiograph_shape(radiograph)
+    a = np.asarray(rgb)
+    if a.ndim != 3 or a.shape[2] != 3 or a.shape[:2] != shape:
+        raise SceneError(
+            f"the archive's heatmap capture has pixels {a.shape} but {radiograph.GetName()} is {shape[0]}x{shape[1]}"
+        )
+    ijk_to_ras = vtk.vtkMatrix4x4()
+    radiograph.GetIJKToRASMatrix(ijk_to_ras)
+    node = _overlay_node(scene, radiograph, ARCHIVE_CAPTURE, "vtkMRMLVectorVolumeNode", name)
+    node.SetName(f"{radiograph.GetName()} {name}")
+    node.SetAttribute(OBJECT_ATTRIBUTE, object_uid)
+    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(a, dtype=np.uint8)[np.newaxis])
+    node.SetIJKToRASMatrix(ijk_to_ras)
+    if node.GetDisplayNode() is None:
+        node.CreateDefaultDisplayNodes()
+    return node
+
+
+def archive_nodes(scene: slicer.vtkMRMLScene, radiograph: slicer.vtkMRMLVolumeNode) -> dict:
+    """The nodes loaded from the archive for this radiograph, by role (ARCHIVE_SEGMENTATION, ARCHIVE_CAPTURE)."""
+    found = {}
+    for class_name in ("vtkMRMLVectorVolumeNode", "vtkMRMLSegmentationNode"):
+        for node in _nodes(scene, class_name):
+            role = node.GetAttribute(ROLE_ATTRIBUTE)
+            if role in (ARCHIVE_SEGMENTATION, ARCHIVE_CAPTURE) and node.GetAttribute(RADIOGRAPH_ATTRIBUTE) == (
+                radiograph.GetID()
+            ):
+                found[role] = node
+    return found
 
 
 def overlays_of(scene: slicer.vtkMRMLScene, radiograph: slicer.vtkMRMLVolumeNode) -> Overlays | None:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .archive import ArchiveClient
 from .client import (
     AnatPasteClient,
     AuthenticationError,
@@ -22,10 +23,13 @@ from .client import (
     ServerUnreachableError,
     Timeouts,
 )
+from .dicom_objects import ArchiveFindings, dicom_identity
+from .errors import NotADicomStudyError
 from .images import ImageDecodeError, ResultMaps, read_result_maps
 from .signal import Signal
 from .tasks import TaskRunner
 from .workflow import (
+    ARCHIVE,
     CONNECT,
     LOAD,
     LOGIN,
@@ -57,11 +61,13 @@ class ReviewSession:
         consent: asked before image data leaves this computer: ``consent(study, "score"|"store")``
             returns True to go on. The default refuses (nothing is ever sent without a yes).
         clock: seconds, monotonic (tests inject a fake).
+        archive_factory: builds the DICOMweb archive client for a URL (:class:`~.archive.ArchiveClient`).
 
     Signals:
         changed(): the state changed (re-read :attr:`state`).
         result_ready(study, ScoreResult, ResultMaps): a score with its maps, for the current study.
         study_downloaded(path, image_id): "next study" fetched a file; open it and call :meth:`set_study`.
+        archive_ready(study, ArchiveFindings): what the archive holds for the current study.
     """
 
     def __init__(
@@ -70,8 +76,10 @@ class ReviewSession:
         runner: TaskRunner | None = None,
         consent: Consent | None = None,
         clock: Callable[[], float] = time.monotonic,
+        archive_factory: Callable[[str], ArchiveClient] | None = None,
     ):
         self.client_factory = client_factory or (lambda url: AnatPasteClient(url, timeouts=Timeouts()))
+        self.archive_factory = archive_factory or ArchiveClient
         self.runner = runner or TaskRunner()
         self.consent: Consent = consent or _refuse
         self.clock = clock
@@ -81,6 +89,7 @@ class ReviewSession:
         self.changed = Signal()
         self.result_ready = Signal()
         self.study_downloaded = Signal()
+        self.archive_ready = Signal()
         self._last_poll = float("-inf")
 
     # ------------------------------------------------------------------------------ connection
@@ -145,7 +154,7 @@ class ReviewSession:
     def set_study(self, study: Study | None) -> None:
         """Make ``study`` the one under review (clears the previous score and review)."""
         s = self.state
-        s.study, s.result, s.review, s.error = study, None, None, None
+        s.study, s.result, s.review, s.error, s.archive = study, None, None, None, None
         s.message = f"Opened {study.name}." if study else None
         if study and study.image_id and s.ready:
             self._fetch_review(study)
@@ -260,6 +269,39 @@ class ReviewSession:
         self._start(REVIEW, work, done, "Saving review ...")
         return True
 
+    # ---------------------------------------------------------------------------------- archive
+    def look_up_archive(self, archive_url: str, capture: bool = False) -> None:
+        """What the DICOMweb archive holds from AnatPaste for the current study: its result SRs (every model
+        version, every radiograph of the study), its reviewer SRs, this radiograph's lung SEG, and with ``capture``
+        its heatmap capture. Needs no AnatPaste server; nothing is sent but the study's UID.
+
+        Raises:
+            RuntimeError: no study is open.
+            ValueError: a malformed archive address.
+        """
+        study = self.state.study
+        if study is None:
+            raise RuntimeError("no study is open")
+        archive = self.archive_factory(archive_url)
+
+        def work() -> ArchiveFindings:
+            if not study.path:
+                raise NotADicomStudyError(f"{study.name} has no DICOM file, so it has no study in the archive")
+            return archive.study_results(dicom_identity(study.path), capture=capture)
+
+        def done(found: ArchiveFindings) -> None:
+            if self.state.study != study:  # the reviewer moved on meanwhile
+                return
+            self.state.archive = found
+            latest = found.latest
+            self.state.message = (f"Archive: the newest AnatPaste result on {study.name} says {latest.label} "
+                                  f"(model {latest.model_version})." if latest else
+                                  f"Archive: no AnatPaste result on {study.name} itself.")
+            self.archive_ready.emit(study, found)
+
+        self._start(ARCHIVE, work, done, f"Looking up {study.name} in the archive at {archive.archive_url} ...",
+                    server=False)
+
     # --------------------------------------------------------------------------------- training
     def start_training(self, params: dict[str, Any] | None = None) -> None:
         """Start training on the server (``params`` overrides :attr:`training_params`)."""
@@ -328,6 +370,7 @@ class ReviewSession:
         done: Callable[[Any], None],
         message: str | None,
         quiet: bool = False,
+        server: bool = True,
     ) -> None:
         if self.runner.busy(name):
             raise RuntimeError(f"{name} is already in progress")
@@ -338,11 +381,12 @@ class ReviewSession:
             if message:
                 s.message = message
 
-        client = self.client  # answers from a server the reviewer has left are dropped
+        # answers from a server the reviewer has left are dropped (``server=False``: a call that needs none)
+        client = self.client if server else None
 
         def finish(result: Any) -> None:
             s.busy.discard(name)
-            if client is not self.client:
+            if server and client is not self.client:
                 return
             try:
                 done(result)
@@ -354,7 +398,7 @@ class ReviewSession:
 
         def fail(exc: BaseException) -> None:
             s.busy.discard(name)
-            if client is not self.client:
+            if server and client is not self.client:
                 return
             self._failed(name, exc)
             self.changed.emit()

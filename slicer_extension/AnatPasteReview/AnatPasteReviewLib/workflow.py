@@ -7,11 +7,15 @@ tests check every rule directly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .answers import ScoreResult, ServerInfo, TrainingStatus
 
+if TYPE_CHECKING:  # dicom_objects needs pydicom and numpy; the rules only read its dataclasses
+    from .dicom_objects import ArchiveFindings
+
 # Names of calls that can be in flight (ReviewState.busy).
-CONNECT, LOGIN, LOAD, SCORE, REVIEW, TRAIN, STOP, POLL = (
+CONNECT, LOGIN, LOAD, SCORE, REVIEW, TRAIN, STOP, POLL, ARCHIVE = (
     "connect",
     "login",
     "load",
@@ -20,6 +24,7 @@ CONNECT, LOGIN, LOAD, SCORE, REVIEW, TRAIN, STOP, POLL = (
     "train",
     "stop",
     "poll",
+    "archive",
 )
 
 SOURCES = ("file", "dicom", "server", "scene")
@@ -67,6 +72,7 @@ class ReviewState:
     result: ScoreResult | None = None
     review: str | None = None
     training: TrainingStatus | None = None
+    archive: ArchiveFindings | None = None  # what the DICOMweb archive holds for the study (after a look-up)
     busy: set[str] = field(default_factory=set)
     error: str | None = None
     message: str | None = None
@@ -112,6 +118,8 @@ class Controls:
     train_hint: str
     new_model_text: str
     status_text: str
+    archive_lookup: bool = False
+    archive_text: str = ""
 
 
 def controls(state: ReviewState) -> Controls:
@@ -150,6 +158,9 @@ def controls(state: ReviewState) -> Controls:
             f"A new model ({new_version}) is published: press Re-score to see its result." if new_version else ""
         ),
         status_text=state.error or state.message or "",
+        # the archive: a study is open (its file says which DICOM study it is); no server needed
+        archive_lookup=study is not None and ARCHIVE not in busy and LOAD not in busy,
+        archive_text=archive_text(state),
     )
 
 
@@ -276,6 +287,54 @@ def _verdict_parts(t: TrainingStatus) -> list[str]:
         vs = f" vs published {t.acceptance_published_auc:.3f}" if t.acceptance_published_auc is not None else ""
         parts.append(f"acceptance-set AUC {t.acceptance_auc:.3f}{vs}")
     return parts
+
+
+def archive_text(state: ReviewState) -> str:
+    """What the archive holds for the study: AnatPaste results (newest first; this radiograph's, then the study's
+    other radiographs'), reviews, and the lung SEG found; one line each."""
+    if ARCHIVE in state.busy:
+        return "Looking in the archive ..."
+    found = state.archive
+    if found is None:
+        return ""
+    mine = [r for r in found.results if r.source_uid == found.image_uid]
+    others = [r for r in found.results if r.source_uid != found.image_uid]
+    lines = [f"{len(mine)} AnatPaste result(s) on this radiograph in the archive (newest first):" if mine
+             else "No AnatPaste result on this radiograph in the archive."]
+    lines += [_result_line(r) for r in mine]
+    if others:
+        lines.append(f"{len(others)} on other radiographs of the study:")
+        lines += [f"{_result_line(r)} (image ...{r.source_uid[-8:]})" for r in others]
+    reviews = [r for r in found.reviews if r.source_uid == found.image_uid]
+    for r in reviews:
+        who = r.reviewer or "a reviewer without sign-in"
+        seen = f", having seen model {r.ai_model_version}" if r.ai_model_version else ""
+        lines.append(f"Review {_when(r.reviewed_at)}: {'normal' if r.verdict == 'normal' else 'NOT normal'} "
+                     f"by {who}{seen}")
+    if found.seg is not None:
+        names = ", ".join(s.label for s in found.seg.segments)
+        lines.append(f"Lung SEG loaded ({names}; model {found.seg.model_version or '?'}).")
+    elif mine:
+        lines.append("No lung SEG of this radiograph in the archive.")
+    if found.capture is not None:
+        lines.append(f"Heatmap capture loaded (model {found.capture.model_version or '?'}).")
+    if found.problems:
+        lines.append(f"{len(found.problems)} object(s) could not be read: {found.problems[0]}")
+    return "\n".join(lines)
+
+
+def _result_line(r) -> str:
+    verdict = "ABNORMAL" if r.label == "abnormal" else "normal"
+    check = f", input {r.input_check}" if r.input_check == "flagged" else ""
+    if r.flags:
+        check += f" ({', '.join(r.flags)})"
+    fixed = f", {', '.join(r.fixes)} fixed" if r.fixes else ""
+    return (f"{_when(r.written_at)}  model {r.model_version}: score {r.score:.2f} (threshold {r.threshold:.2f}) "
+            f"{verdict}{check}{fixed}")
+
+
+def _when(t) -> str:
+    return t.strftime("%Y-%m-%d %H:%M") if t is not None else "(no date)"
 
 
 def poll_interval(state: ReviewState) -> float | None:
