@@ -21,6 +21,8 @@ from tqdm import tqdm
 
 from anatpaste.errors import AnatPasteError, NotAChestRadiographError, RadiographError
 
+ADAPT_RECIPES = ("gentle", "strong")
+
 if TYPE_CHECKING:  # the commands import their heavy modules lazily
     from anatpaste.data import ImageSet
 
@@ -121,7 +123,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_adapt(args: argparse.Namespace) -> int:
-    from anatpaste.adapt import MIN_NORMALS, FinetuneRecipe, adapt
+    from anatpaste.adapt import MIN_NORMALS, adapt, ladder
     from anatpaste.model.file import save_model
     from anatpaste.score.detector import Detector
 
@@ -129,21 +131,20 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
     det = Detector.load(args.model)
     data = _load_normals(args.normal, det.image_size, min_files=MIN_NORMALS)
     replay = _load_normals(args.replay, det.image_size) if args.replay else None
-    recipe = FinetuneRecipe(steps=args.steps, lr=args.lr, freeze=args.freeze, seed=args.seed,
-                            replay_fraction=args.replay_fraction if replay is not None else 0.0)
-    bar = tqdm(total=recipe.steps, desc="fine-tuning", unit="step")
+    recipes = ladder(args.recipe, steps=args.steps, seed=args.seed)
+    bar = tqdm(total=sum(r.steps for r in recipes.values()), desc="fine-tuning " + " + ".join(recipes), unit="step")
 
     def progress(step: int, total: int, loss: float) -> None:
         bar.n = step
         bar.set_postfix({"loss": f"{loss:.3f}"}, refresh=False)
         bar.refresh()
 
-    res = adapt(det.payload, data, recipe=recipe, replay=replay, device=args.device or "cpu", progress=progress,
+    res = adapt(det.payload, data, recipes=recipes, replay=replay, device=args.device or "cpu", progress=progress,
                 summary=_site_summary(args, data, det.version))
     bar.close()
     out = save_model(res.payload, args.output)
     line = _adapt_line(out, res.payload, data, t0, det.version)
-    line.update(chosen=res.chosen, check={k: res.check[k]["mean"] for k in ("calibrated", "finetuned")})
+    line.update(chosen=res.chosen, check={k: res.check[k]["mean"] for k in ("calibrated", *recipes)})
     print(json.dumps(line))
     return 0
 
@@ -330,10 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--model", help="model file to adapt (default: the shipped model)")
     a.add_argument("--output", required=True, help="adapted model file to write")
     a.add_argument("--replay", nargs="+", help="folders of the model's own training normals, mixed into batches")
-    a.add_argument("--replay-fraction", type=float, default=0.5)
-    a.add_argument("--steps", type=int, default=300)
-    a.add_argument("--lr", type=float, default=0.003)
-    a.add_argument("--freeze", default="layer2", help="freeze the encoder up to this stage (none/stem/layer1..3)")
+    # anatpaste.adapt.RECIPES, spelt out so that building the parser does not import torch (a test keeps them equal)
+    a.add_argument("--recipe", nargs="+", default=list(ADAPT_RECIPES), choices=ADAPT_RECIPES,
+                   help="fine-tune recipes to try; the label-free check keeps the best one or none (default: all)")
+    a.add_argument("--steps", type=int, default=300, help="steps of each recipe")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--device", help="cpu / cuda (default: cpu)")
     a.set_defaults(func=_cmd_adapt)

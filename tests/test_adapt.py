@@ -11,10 +11,21 @@ import pytest
 import torch
 from shared_data import SHARED_DATA
 
-from anatpaste.adapt import MIN_NORMALS, CalibrationError, FinetuneRecipe, adapt, calibrate, finetune
+from anatpaste.adapt import (
+    DEFAULT_LADDER,
+    MIN_NORMALS,
+    RECIPES,
+    CalibrationError,
+    FinetuneRecipe,
+    adapt,
+    calibrate,
+    finetune,
+    ladder,
+)
+from anatpaste.adapt.adapt import MARGIN, choose
 from anatpaste.adapt.calibrate import crossfit_scores, crossfit_threshold, fold_index
 from anatpaste.adapt.finetune import frozen_modules
-from anatpaste.cli import main
+from anatpaste.cli import ADAPT_RECIPES, main
 from anatpaste.data import load_image_set
 from anatpaste.model.file import dequantize_state, encoder_of, load_model, save_model
 from anatpaste.model.shipped import DEFAULT_MODEL
@@ -137,26 +148,54 @@ def test_finetune_trains_only_the_unfrozen_layers(parent, site, precision):
 
 
 def test_adapt_publishes_a_calibrated_model_and_says_why(parent, site, tmp_path):
-    res = adapt(parent, site, recipe=FinetuneRecipe(steps=4, batch_size=8))
-    assert res.chosen in ("finetuned", "calibrated")
+    res = adapt(parent, site, recipes=ladder(steps=4, batch_size=8))
+    assert set(res.finetuned) == {"gentle", "strong"}
     check = res.check
     assert check["n_check"] + check["n_finetune"] == len(site)
-    assert set(check["calibrated"]) == {"opacity", "nodules", "haze", "mean"}
-    better = check["finetuned"]["mean"] > check["calibrated"]["mean"] + check["margin"]
-    assert (res.chosen == "finetuned") == better
-    assert res.payload is (res.finetuned if better else res.calibrated)
-    for p in (res.calibrated, res.finetuned):
+    for name in ("calibrated", "gentle", "strong"):
+        assert set(check[name]) == {"opacity", "nodules", "haze", "mean"}
+    best = max(("gentle", "strong"), key=lambda k: check[k]["mean"])
+    better = check[best]["mean"] > check["calibrated"]["mean"] + check["margin"]
+    assert res.chosen == (best if better else "calibrated")
+    assert res.payload is (res.finetuned[best] if better else res.calibrated)
+    for p in (res.calibrated, *res.finetuned.values()):
         assert p["adaptation"]["check"]["chosen"] == res.chosen
     assert res.calibrated["threshold"]["n"] == len(site)
-    # The fine-tuned model's threshold comes only from the normals the fine-tune never saw.
-    assert res.finetuned["threshold"]["n"] == check["n_check"] < len(site)
-    assert "never trained on" in res.finetuned["threshold"]["how"]
+    for name, p in res.finetuned.items():
+        # The fine-tuned model's threshold comes only from the normals the fine-tune never saw.
+        assert p["threshold"]["n"] == check["n_check"] < len(site)
+        assert "never trained on" in p["threshold"]["how"]
+        assert p["adaptation"]["recipe"] == ladder(steps=4, batch_size=8)[name].to_dict()
+    # The two recipes train differently: the strong one moves the early layers, the gentle one cannot.
+    g, st = (dequantize_state(res.finetuned[k]["encoder"]) for k in ("gentle", "strong"))
+    ref = dequantize_state(parent["encoder"])
+    assert torch.equal(g["layer1.0.bn1.weight"], ref["layer1.0.bn1.weight"])
+    assert not torch.equal(st["layer1.0.bn1.weight"], ref["layer1.0.bn1.weight"])
     assert all(torch.equal(res.calibrated["encoder"][k]["q"], v["q"])
                for k, v in parent["encoder"].items() if isinstance(v, dict))
     out = save_model(res.payload, tmp_path / "adapted.pt")
     img = site.images[0, 0].float().numpy() / 255.0
     r = Detector.load(out).score(img)
     assert math.isfinite(r.score) and r.heatmap.shape == img.shape
+
+
+def test_choose_keeps_the_best_fine_tune_only_past_the_margin():
+    fig = {"calibrated": {"mean": 0.70}, "gentle": {"mean": 0.71}, "strong": {"mean": 0.75}}
+    assert choose(fig) == "strong"
+    fig["strong"]["mean"] = 0.70 + MARGIN  # not past the margin
+    assert choose(fig) == "calibrated"
+    assert choose({"calibrated": {"mean": 0.5}}) == "calibrated"
+
+
+def test_ladder_names_and_overrides():
+    lad = ladder(["strong"], steps=7, seed=3)
+    assert list(lad) == ["strong"] and lad["strong"].steps == 7 and lad["strong"].seed == 3
+    assert lad["strong"].freeze == RECIPES["strong"].freeze == "none"
+    assert tuple(ladder()) == DEFAULT_LADDER == ADAPT_RECIPES  # the CLI spells the names out
+    with pytest.raises(ValueError, match="recipes must be among"):
+        ladder(["bold"])
+    with pytest.raises(ValueError, match="recipes must be among"):
+        ladder([])
 
 
 def test_cli_adapt_writes_a_model_and_one_json_line(tmp_path, capsys):
@@ -168,8 +207,9 @@ def test_cli_adapt_writes_a_model_and_one_json_line(tmp_path, capsys):
     argv = ["adapt", "--normal", str(folder), "--output", str(out), "--steps", "2", "--replay", str(folder)]
     assert main(argv) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert line["chosen"] in ("finetuned", "calibrated") and line["n_images"] == 12
-    assert set(line["check"]) == {"calibrated", "finetuned"}
+    assert line["chosen"] in ("gentle", "strong", "calibrated") and line["n_images"] == 12
+    assert set(line["check"]) == {"calibrated", "gentle", "strong"}
     payload = load_model(out)
-    assert payload["adaptation"]["recipe"]["steps"] == 2 and payload["adaptation"]["n_replay"] == 12
+    assert all(r["steps"] == 2 for r in payload["adaptation"]["recipes"].values())
+    assert payload["adaptation"]["n_replay"] == 12
     assert line["model_version"] == Detector.load(out).version

@@ -17,9 +17,10 @@ train_*            defaults of the training request fields below, e.g. ``--conf 
 
 Training request fields (``POST /train/anatpaste`` JSON body, or ``train_<field>`` in ``--conf``):
 ``mode`` (``calibrate``: refit the Gaussians and threshold on the site's normals, seconds; ``adapt``, the default:
-calibrate, fine-tune gently and keep the fine-tune only if a label-free check says so, see
-:mod:`anatpaste.adapt`; ``finetune``: the AnatPaste training loop from the published model; ``scratch``: the
-same from a random initialisation), ``adapt_steps``, ``adapt_lr``, ``adapt_freeze`` (the adapt recipe),
+calibrate, fine-tune with each recipe of a small ladder and keep the best fine-tune only if a label-free check
+says it beats the calibrated model, see :mod:`anatpaste.adapt`; ``finetune``: the AnatPaste training loop from
+the published model; ``scratch``: the same from a random initialisation), ``adapt_recipes`` (comma-separated
+names among ``anatpaste.adapt.RECIPES``, default ``gentle,strong``), ``adapt_steps`` (steps of each recipe),
 ``steps``, ``batch_size``, ``image_size`` (0 = the current model's), ``lr``, ``seed``, ``eval_every``,
 ``init`` (``current`` = fine-tune the published model, ``scratch``;
 ``mode: scratch`` implies it), ``device`` (default: cuda when there is
@@ -36,7 +37,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from anatpaste.adapt.finetune import FREEZE_LEVELS
+from anatpaste.adapt.adapt import DEFAULT_LADDER, RECIPES
 from anatpaste.train.config import TrainConfig
 
 MODES = ("calibrate", "adapt", "finetune", "scratch")
@@ -62,9 +63,8 @@ class TrainOptions:
     """One training run's settings (defaults suit a fine-tune on a 2-core CPU in minutes)."""
 
     mode: str = "adapt"
+    adapt_recipes: str = ",".join(DEFAULT_LADDER)
     adapt_steps: int = 300
-    adapt_lr: float = 0.003
-    adapt_freeze: str = "layer2"
     steps: int = 200
     batch_size: int = 16
     image_size: int = 0
@@ -81,11 +81,12 @@ class TrainOptions:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if not 1 <= self.adapt_steps <= 1_000_000 or not 0 < self.adapt_lr < 10:
-            raise ConfigError(f"adapt_steps must be in [1, 1000000] and adapt_lr in (0, 10), got "
-                              f"{self.adapt_steps}, {self.adapt_lr}")
-        if self.adapt_freeze not in FREEZE_LEVELS:
-            raise ConfigError(f"adapt_freeze must be one of {', '.join(FREEZE_LEVELS)}, got {self.adapt_freeze!r}")
+        if not 1 <= self.adapt_steps <= 1_000_000:
+            raise ConfigError(f"adapt_steps must be in [1, 1000000], got {self.adapt_steps}")
+        names = self.recipe_names
+        if not names or any(n not in RECIPES for n in names):
+            raise ConfigError(f"adapt_recipes must be comma-separated names among {', '.join(RECIPES)}, "
+                              f"got {self.adapt_recipes!r}")
         try:  # the core's ranges (anatpaste.train.config), so a request the trainer would reject fails here
             TrainConfig(image_size=self.image_size or 128, steps=self.steps, batch_size=self.batch_size,
                         lr=self.lr, seed=self.seed, eval_every=self.eval_every)
@@ -120,6 +121,10 @@ class TrainOptions:
                 kind = type(getattr(base, f.name))
                 changes[f.name] = _typed(f.name, values[f.name], kind)
         return dataclasses.replace(base, **changes)
+
+    @property
+    def recipe_names(self) -> tuple[str, ...]:
+        return tuple(n.strip() for n in self.adapt_recipes.split(",") if n.strip())
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

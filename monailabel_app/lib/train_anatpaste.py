@@ -29,7 +29,7 @@ import torch
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
 
-from anatpaste.adapt import MIN_NORMALS, FinetuneRecipe, adapt, calibrate
+from anatpaste.adapt import MIN_NORMALS, adapt, calibrate, ladder
 from anatpaste.data import ImageSet, find_images, load_image_set
 from anatpaste.model.file import load_model, save_model
 from anatpaste.train import TrainConfig, TrainProgress
@@ -153,7 +153,7 @@ class AnatPasteTrain(TrainTask):
         minimum = MIN_NORMALS if mode in ("calibrate", "adapt") else MIN_IMAGES
         stats.update(
             mode=mode,
-            total=opts.adapt_steps if mode == "adapt" else (0 if mode == "calibrate" else opts.steps),
+            total={"adapt": opts.adapt_steps * len(opts.recipe_names), "calibrate": 0}.get(mode, opts.steps),
             new_confirmed_normals=len(confirmed_ids),
             n_base_normals=len(base),
             parent_version=parent.name if parent else None,
@@ -227,27 +227,31 @@ class AnatPasteTrain(TrainTask):
             replay = None
             if self.replay_normals is not None:
                 replay = load_image_set(find_images(self.replay_normals), data.images.shape[-1], progress=False)
-            recipe = FinetuneRecipe(steps=opts.adapt_steps, batch_size=opts.batch_size, lr=opts.adapt_lr,
-                                    freeze=opts.adapt_freeze, seed=opts.seed,
-                                    replay_fraction=0.5 if replay is not None else 0.0)
+            recipes = ladder(opts.recipe_names, steps=opts.adapt_steps, batch_size=opts.batch_size, seed=opts.seed)
 
             def progress(step: int, total: int, loss: float) -> None:
                 stats.progress(TrainProgress(step, total, loss, 0.0))
 
-            res = adapt(parent_payload, data, recipe=recipe, replay=replay, device=device, progress=progress,
+            res = adapt(parent_payload, data, recipes=recipes, replay=replay, device=device, progress=progress,
                         summary=data_summary)
             payload, chosen = res.payload, res.chosen
             stats.update(adapt_check=res.check)
         save_model(payload, candidate)
         problem = gate.usable(candidate, data)
         n = len(data)
-        verdict = gate.GateResult(problem is None, f"candidate unusable: {problem}" if problem else (
-            "calibrated on the site's normals" if mode == "calibrate" else
-            f"adapt: kept the {chosen} encoder (label-free lesion check)"), None, None, n)
+        if problem:
+            reason = f"candidate unusable: {problem}"
+        elif mode == "calibrate":
+            reason = "calibrated on the site's normals"
+        elif chosen == "calibrated":
+            reason = "adapt: kept the calibrated encoder (no fine-tune beat it on the label-free lesion check)"
+        else:
+            reason = f"adapt: kept the fine-tuned encoder ({chosen} recipe, label-free lesion check)"
+        verdict = gate.GateResult(problem is None, reason, None, None, n)
         thr = payload["threshold"]
         return {
             "verdict": verdict,
-            "steps": opts.adapt_steps if mode == "adapt" else 0,
+            "steps": opts.adapt_steps * len(opts.recipe_names) if mode == "adapt" else 0,
             "threshold": thr["value"],
             "expected_fpr": thr.get("expected_fpr"),
             "fpr_interval": thr.get("fpr_interval"),

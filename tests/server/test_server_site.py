@@ -81,13 +81,14 @@ def test_adapt_publishes_through_the_gate_and_says_which_encoder_it_kept(env):
     assert r.status_code == 200, r.text
     result = r.json()
     assert result["mode"] == "adapt" and result["gate"]["passed"] is True
-    assert result["adapt_chosen"] in ("finetuned", "calibrated")
+    assert result["adapt_chosen"] in ("gentle", "strong", "calibrated")
     check = result["adapt_check"]
-    assert {"calibrated", "finetuned", "margin"} <= set(check)
+    assert {"calibrated", "gentle", "strong", "margin"} <= set(check)
+    assert check["chosen"] == result["adapt_chosen"]
     same = same_encoder(encoder_bytes(store.current().path), encoder_bytes(parent.path))
     assert same == (result["adapt_chosen"] == "calibrated")
     stats = client.get("/info/").json()["train_stats"]["anatpaste"]
-    assert stats["step"] == stats["total"] == 3
+    assert stats["step"] == stats["total"] == 3 * 2  # 3 steps of each recipe of the default ladder
 
 
 def test_the_acceptance_set_refuses_a_deliberately_worse_candidate(env, monkeypatch):

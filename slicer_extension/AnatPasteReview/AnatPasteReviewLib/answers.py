@@ -39,7 +39,7 @@ class TrainingStatus:
     acceptance_published_auc: float | None = None  # the published model's, on the same studies
     expected_fpr: float | None = None  # share of new normals expected above the new threshold
     fpr_interval: tuple[float, float] | None = None  # 90 % interval of that share
-    adapt_chosen: str | None = None  # adapt: "finetuned" or "calibrated" encoder
+    adapt_chosen: str | None = None  # adapt: "calibrated" or the kept fine-tune's recipe ("gentle", "strong")
 
     @property
     def running(self) -> bool:

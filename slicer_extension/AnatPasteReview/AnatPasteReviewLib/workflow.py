@@ -276,8 +276,8 @@ def _verdict_parts(t: TrainingStatus) -> list[str]:
     elif t.published_version:
         parts.append(f"published {t.published_version}")
         if t.adapt_chosen:
-            parts.append("fine-tuned encoder kept" if t.adapt_chosen == "finetuned"
-                         else "fine-tune not better: calibrated only")
+            parts.append("fine-tune not better: calibrated only" if t.adapt_chosen == "calibrated"
+                         else f"fine-tuned encoder kept ({t.adapt_chosen} recipe)")
         if t.expected_fpr is not None:
             fpr = f"expected false-positive rate {100 * t.expected_fpr:.1f} %"
             if t.fpr_interval:
