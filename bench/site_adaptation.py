@@ -95,6 +95,12 @@ def run(args: argparse.Namespace) -> dict:
                   f"{', '.join(f for g in detector.payload['training']['data'].get('sources', []) for f in g)})",
         "test_normals_drawn": TEST_NORMALS, "rows": [],
     }
+    if args.append and Path(args.results).exists():  # keep the other sites' rows of an earlier run
+        earlier = json.loads(Path(args.results).read_text())
+        if earlier.get("model_version") != results["model_version"]:
+            raise SystemExit(f"--append: {args.results} is of model {earlier.get('model_version')}, not this one")
+        results["rows"] = [r for r in earlier["rows"] if r["site"] not in args.sites]
+        results["command"] = f"{earlier.get('command')}; then {results['command']}"
     for site in args.sites:
         pool_paths, abn_paths, fixed_test = site_files(site)
         pool_all = load_image_set(pool_paths, size, progress=False)
@@ -119,7 +125,7 @@ def run(args: argparse.Namespace) -> dict:
                 cal = calibrate(parent, local, seed=draw)
                 rows.append({**row, "method": "calibrate", "seconds": round(time.perf_counter() - t0, 2),
                              **figures(cal, test_n, test_a)})
-                if "adapt" in args.methods and str(b) in args.finetune_budgets:
+                if "adapt" in args.methods and str(b) in args.finetune_budgets and draw < args.finetune_draws:
                     t0 = time.perf_counter()
                     res = adapt(parent, local, recipes=ladder(seed=draw), replay=replay)
                     sec = round(time.perf_counter() - t0, 2)
@@ -243,6 +249,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--methods", nargs="+", default=["adapt"], help="adapt, server-old (the retrain before adapt)")
     p.add_argument("--finetune-budgets", nargs="+", default=["50", "all"],
                    help="budgets at which the fine-tuning methods run (they take minutes each)")
+    p.add_argument("--finetune-draws", type=int, default=99, help="draws in which the fine-tuning methods run")
+    p.add_argument("--append", action="store_true", help="keep the rows of other sites already in --results")
     p.add_argument("--server-old-draws", type=int, default=1, help="draws of the slow old server retrain")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--results", default=str(RESULTS))
