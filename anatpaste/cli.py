@@ -348,8 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dicom-out", metavar="DIR", help="for DICOM inputs also write a DICOM SR of the result, a "
                    "SEG of the lungs and a heatmap secondary capture here (docs/dicom-write-back.md)")
     s.add_argument("--refuse-flagged", action="store_true",
-                   help="refuse (error row, reason no_lungs / unfamiliar) what would be flagged: no lung field "
-                        "found, or a score far beyond anything real films reach")
+                   help="refuse (error row, the flag as reason) what would be flagged: no lung field found "
+                        "(no_lungs), a score far beyond anything real films reach (unfamiliar), a picture laid out "
+                        "or textured unlike the training films (unusual_layout, unusual_texture), a strip of a film "
+                        "(partial_film)")
     s.set_defaults(func=_cmd_score)
 
     e = sub.add_parser("evaluate", help="AUC / AP / specificity at fixed sensitivity on labelled folders")

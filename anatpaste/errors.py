@@ -57,6 +57,9 @@ NOT_A_CHEST_REASONS: dict[str, str] = {
     "inverted": "the grey scale is inverted (bones dark, lungs bright)",
     "no_lungs": "no plausible pair of lung fields was found",
     "unfamiliar": "the model's anomaly score is far beyond anything real films reach (outside its experience)",
+    "unusual_layout": "the picture is laid out unlike the model's training films (crop, other view or body part)",
+    "unusual_texture": "the picture's texture is unlike the model's training films (photograph, CT or MR slice)",
+    "partial_film": "the picture's shape is unlike any film format (a strip cut out of a film?)",
 }
 
 

@@ -11,9 +11,14 @@ Non-chest corpus (built from files that packages ship, nothing downloaded):
 * real films edited: upside down (mirrored top-bottom, and turned by 180 degrees), turned by 90 degrees
   either way, grey scale inverted, top quarter only.
 
+Held out (``held_out_edits``, reported apart and not in the corpus totals): edits of the same real films that
+played no part in designing the rules (top half, bottom half, left half, the middle half of each side), to see
+how the rules do on kinds of input they were not made for.
+
 Every input goes through what ``anatpaste score`` does: the reader (header gate, reader checks), the content
-gate (:func:`anatpaste.gate.content.check_content`: refuses ``orientation``, re-inverts ``inverted``, flags
-``no_lungs``), the score on the shipped model and the ``unfamiliar`` flag (:mod:`anatpaste.gate.familiarity`).
+gate (:func:`anatpaste.gate.content.check_content`: re-inverts ``inverted``, flags ``no_lungs``), the score on
+the shipped model and the model-side checks (:func:`anatpaste.gate.familiarity.model_checks`: refuses
+``orientation``; flags ``unfamiliar``, ``unusual_layout``, ``unusual_texture``, ``partial_film``).
 
 Real frontal films: every image in ../shared/data zhanglab, nih, lungmasks and dicom (``--limit`` per folder
 for a quick run). The cues of every rule have their percentiles over the real films in the results file.
@@ -47,7 +52,16 @@ sys.path.insert(0, str(REPO))
 
 from anatpaste.errors import NotAChestRadiographError, RadiographError  # noqa: E402
 from anatpaste.gate.content import LungFields, check_content  # noqa: E402
-from anatpaste.gate.familiarity import check_orientation, familiarity_flags, unfamiliar_limit  # noqa: E402
+from anatpaste.gate.familiarity import (  # noqa: E402
+    LAYOUT_SPREADS,
+    PARTIAL_ASPECT,
+    SPREADS,
+    TEXTURE_SPREADS,
+    TURNED_EVIDENCE,
+    input_statistics,
+    model_checks,
+    unfamiliar_limit,
+)
 from anatpaste.io import read_radiograph  # noqa: E402
 from anatpaste.score.detector import Detector  # noqa: E402
 from bench.common import SHARED_DATA, command_line, git_commit, machine, write_results  # noqa: E402
@@ -60,7 +74,8 @@ REAL_FOLDERS = {
 }
 
 
-CUES = ("lung_fraction", "lungs_darker", "tall", "below_minus_above", "symmetry", "score")
+CUES = ("lung_fraction", "lungs_darker", "tall", "below_minus_above", "symmetry", "score", "layout", "texture",
+        "turned_gain", "turned_evidence")
 
 
 def _cues(fields: LungFields, symmetry: float) -> dict:
@@ -70,11 +85,12 @@ def _cues(fields: LungFields, symmetry: float) -> dict:
 
 
 class Gate:
-    """The scoring path's gate: reader, content gate, score on the model, the unfamiliar flag."""
+    """The scoring path's gate: reader, content gate, score on the model, the model-side checks."""
 
     def __init__(self, model: Path | None) -> None:
         self.det = Detector.load(model)
         self.limit = unfamiliar_limit(self.det.payload)
+        self.statistics = input_statistics(self.det) is not None
 
     def verdict(self, read, name: str) -> dict:
         """Refused (by the header gate, the reader or the content gate) or scored, with flags and fixes."""
@@ -95,14 +111,18 @@ class Gate:
         t3 = time.perf_counter()
         cues = {**_cues(gate.fields, gate.symmetry), "score": round(score, 3), "suspect": gate.suspect}
         try:  # the same order as familiarity.score_gated, timed apart
-            check_orientation(self.det, gate, score, name)
+            flags = model_checks(self.det, gate, score, name)
         except NotAChestRadiographError as err:
             return {"name": name, "refused": True, "by": "model", "reason": err.reason, "detail": err.detail, **cues,
-                    "content_ms": (t2 - t1) * 1e3}
+                    **_measures(gate), "content_ms": (t2 - t1) * 1e3}
         t4 = time.perf_counter()
-        return {"name": name, "refused": False, "flags": gate.flags + familiarity_flags(score, self.limit),
-                "fixed": gate.fixed, **cues, "content_ms": (t2 - t1 + t4 - t3) * 1e3, "read_ms": (t1 - t0) * 1e3,
-                "score_ms": (t3 - t2) * 1e3}
+        return {"name": name, "refused": False, "flags": gate.flags + flags, "fixed": gate.fixed, **cues,
+                **_measures(gate), "content_ms": (t2 - t1 + t4 - t3) * 1e3, "model_checks_ms": (t4 - t3) * 1e3,
+                "read_ms": (t1 - t0) * 1e3, "score_ms": (t3 - t2) * 1e3}
+
+
+def _measures(gate) -> dict:
+    return {k: round(float(v), 4) for k, v in gate.measures.items()}
 
 
 def _caught(v: dict) -> bool:
@@ -195,11 +215,18 @@ EDITS = {
     "inverted": lambda a: 1.0 - a,
     "top_quarter": lambda a: a[: max(32, a.shape[0] // 4)],
 }
+# Not used while the rules were designed: how they do on other cut-out parts of a film.
+HELD_OUT_EDITS = {
+    "top_half": lambda a: a[: a.shape[0] // 2],
+    "bottom_half": lambda a: a[a.shape[0] // 2 :],
+    "left_half": lambda a: a[:, : a.shape[1] // 2],
+    "middle": lambda a: a[a.shape[0] // 4 : 3 * a.shape[0] // 4, a.shape[1] // 4 : 3 * a.shape[1] // 4],
+}
 
 
 def _non_chest(gate: Gate, tmp: Path, edited_sources: list[Path]) -> dict[str, list[dict]]:
     groups: dict[str, list[dict]] = {"pydicom_as_read": [], "pydicom_pixels": [], "skimage_as_read": [],
-                                     "skimage_grey": [], "edited_real_films": []}
+                                     "skimage_grey": [], "edited_real_films": [], "held_out_edits": []}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for p in _pydicom_files():
@@ -220,11 +247,12 @@ def _non_chest(gate: Gate, tmp: Path, edited_sources: list[Path]) -> dict[str, l
         groups["skimage_grey"].append(gate.verdict(lambda a=grey: a, name))
     for p in edited_sources:
         pixels = read_radiograph(p).pixels
-        for edit, fn in EDITS.items():
-            changed = np.ascontiguousarray(fn(pixels))
-            v = gate.verdict(lambda a=changed: a, f"{p.name}:{edit}")
-            v["edit"] = edit
-            groups["edited_real_films"].append(v)
+        for key, edits in (("edited_real_films", EDITS), ("held_out_edits", HELD_OUT_EDITS)):
+            for edit, fn in edits.items():
+                changed = np.ascontiguousarray(fn(pixels))
+                v = gate.verdict(lambda a=changed: a, f"{p.name}:{edit}")
+                v["edit"] = edit
+                groups[key].append(v)
     return groups
 
 
@@ -258,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         non_chest = _non_chest(gate, Path(tmp), _edited_sources(args.edited))
     all_real = [v for vs in real.values() for v in vs]
+    held_out = non_chest.pop("held_out_edits")
     edits = non_chest["edited_real_films"]
     corpus = [v for vs in non_chest.values() for v in vs]
     big = read_radiograph(SHARED_DATA / "dicom" / "RG1_UNCR.dcm").pixels
@@ -268,11 +297,17 @@ def main(argv: list[str] | None = None) -> int:
     big_ms = (time.perf_counter() - t) / 5 * 1e3
     result = {
         "benchmark": "input gate: refusal of non-chest inputs, false refusal of real frontal films",
-        "rule": "refused: header gate (anatpaste.gate.dicom_header), reader checks, content gate orientation "
-                "(anatpaste.gate.content); fixed: inverted grey scale, re-inverted and scored; flagged: no_lungs "
-                "(no lung field, or fields not darker than the mediastinum), unfamiliar (score beyond the model "
-                "file's limit, anatpaste.gate.familiarity)",
-        "model": {"version": gate.det.version, "threshold": gate.det.threshold, "unfamiliar_limit": gate.limit},
+        "rule": "refused: header gate (anatpaste.gate.dicom_header), reader checks, orientation (the turned-back "
+                "copy laid out and scored more like the normals, anatpaste.gate.familiarity); fixed: inverted grey "
+                "scale, re-inverted and scored (anatpaste.gate.content); flagged: no_lungs (no lung field, or "
+                "fields not darker than the mediastinum), unfamiliar (score beyond the model file's limit), "
+                "unusual_layout, unusual_texture (the picture's statistics in the model file, anatpaste.gate.picture), "
+                "partial_film (one side more than twice the other)",
+        "limits": {"unfamiliar_spreads": SPREADS, "layout_spreads": LAYOUT_SPREADS,
+                   "texture_spreads": TEXTURE_SPREADS, "turned_evidence": TURNED_EVIDENCE,
+                   "partial_aspect": PARTIAL_ASPECT},
+        "model": {"version": gate.det.version, "threshold": gate.det.threshold, "unfamiliar_limit": gate.limit,
+                  "input_statistics": gate.statistics},
         "real_frontal_films": {"all": _summary(all_real, cues=True), **{k: _summary(v) for k, v in real.items()},
                                "refused_flagged_or_fixed": [v for v in all_real if _caught(v)]},
         "non_chest": {k: _summary(v) for k, v in non_chest.items() if k != "edited_real_films"},
@@ -280,10 +315,14 @@ def main(argv: list[str] | None = None) -> int:
                                              for v in vs]),
         "edited_real_films": {e: _summary([v for v in edits if v["edit"] == e], cues=True) for e in EDITS},
         "non_chest_all": _summary(corpus),
+        "held_out_edits": {e: _summary([v for v in held_out if v["edit"] == e], cues=True) for e in HELD_OUT_EDITS},
+        "held_out_neither_refused_flagged_nor_fixed": [
+            {"name": v["name"], **{c: v.get(c) for c in CUES}} for v in held_out if not _caught(v)],
         "neither_refused_flagged_nor_fixed_non_chest": [
             {"name": f"{k}:{v['name']}", **{c: v.get(c) for c in CUES}}
             for k, vs in non_chest.items() for v in vs if not _caught(v)],
         "time": {"content_gate_real_films_as_stored": _timing(all_real, "content_ms"),
+                 "model_checks_real_films_as_stored": _timing(all_real, "model_checks_ms"),
                  "score_real_films_as_stored": _timing(all_real, "score_ms"),
                  "content_gate_RG1_UNCR_1955x1841_ms": round(big_ms, 2)},
         "limit_per_folder": args.limit,
@@ -296,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     write_results(args.out, result)
     print({k: result[k] for k in ("non_chest_all_but_edits", "non_chest_all")})
     print({e: (v["refused"], v["flagged"], v["fixed"], v["neither"]) for e, v in result["edited_real_films"].items()})
+    print({e: (v["refused"], v["flagged"], v["fixed"], v["neither"]) for e, v in result["held_out_edits"].items()})
     print(result["real_frontal_films"]["all"]["by"], result["time"])
     return 0
 

@@ -67,6 +67,8 @@ class ContentCheck:
     fields: LungFields | None = None
     symmetry: float = float("nan")  # left-right minus top-bottom mirror correlation
     suspect: str | None = None  # "upside down" / "turned by 90 degrees": for the model to decide
+    mask: np.ndarray | None = None  # the lung fields found (bool, on the ~256-px working image of ``pixels``)
+    measures: dict[str, float] = field(default_factory=dict)  # the model-side cues (familiarity.model_checks)
 
     @property
     def warnings(self) -> list[str]:
@@ -77,6 +79,12 @@ WARNINGS = {
     "no_lungs": "no lung field found; the score may mean nothing (not a chest radiograph, or both lungs opaque)",
     "inverted": "the grey scale was inverted (lungs brighter than the mediastinum): re-inverted, then scored",
     "unfamiliar": "far outside anything the model saw in training: the score may mean nothing",
+    "unusual_layout": "laid out unlike the frontal chest films the model learnt from (a crop, another view or "
+                      "body part, no radiograph?): the score may mean nothing",
+    "unusual_texture": "its texture is unlike the films the model learnt from (a photograph, a CT or MR slice, a "
+                       "drawing?): the score may mean nothing",
+    "partial_film": "far wider than tall or taller than wide, unlike any film format (a part cut out of a film?): "
+                    "the score may mean nothing",
 }
 
 
@@ -172,14 +180,16 @@ def check_content(pixels: np.ndarray, source: str, *, strict: bool = False) -> C
     """
     arr = checked_grey(pixels)
     work = _to_work(arr)
-    fields = _fields(work, _segment(work))
+    mask = _segment(work)
+    fields = _fields(work, mask)
     found = fields.total >= MIN_FRACTION
     inverted = found and fields.darker < 0
     if not inverted and content_flags(fields):  # doubtful: is the grey scale reversed?
         inverted = _convincing(_fields(1.0 - work, _segment(1.0 - work)))
     if inverted:
         work = 1.0 - work
-        fields = _fields(work, _segment(work))
+        mask = _segment(work)
+        fields = _fields(work, mask)
         arr = arr.max() + arr.min() - arr  # the same grey range, the other way round
     symmetry = mirror_symmetry(work)
     flags = content_flags(fields)
@@ -190,7 +200,7 @@ def check_content(pixels: np.ndarray, source: str, *, strict: bool = False) -> C
             "entirely opaque", reason="no_lungs", detail=f"{fields.total:.4f}",
         )
     fixed = ["inverted"] if inverted else []
-    return ContentCheck(arr, flags, fixed, fields, symmetry, suspected_orientation(fields, symmetry))
+    return ContentCheck(arr, flags, fixed, fields, symmetry, suspected_orientation(fields, symmetry), mask)
 
 
 def content_flags(fields: LungFields) -> list[str]:

@@ -46,6 +46,9 @@ REVIEWER_VERDICT = _private("AP020", "Reviewer verdict on the AI result")
 FLAG_CODES = {
     "no_lungs": _private("no_lungs", "No lung field found"),
     "unfamiliar": _private("unfamiliar", "Far outside the training data"),
+    "unusual_layout": _private("unusual_layout", "Laid out unlike a frontal chest film"),
+    "unusual_texture": _private("unusual_texture", "Texture unlike a radiograph"),
+    "partial_film": _private("partial_film", "Shape unlike any film format"),
     "inverted": _private("inverted", "Grey scale inverted, re-inverted"),
 }
 

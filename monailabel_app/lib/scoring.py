@@ -23,7 +23,7 @@ from monailabel.interfaces.tasks.scoring import ScoringMethod
 
 from anatpaste.errors import RadiographError
 from anatpaste.gate.content import check_content
-from anatpaste.gate.familiarity import check_orientation, familiarity_flags, unfamiliar_limit
+from anatpaste.gate.familiarity import model_checks
 from anatpaste.io import read_radiograph
 
 from .ids import is_image_id
@@ -33,7 +33,7 @@ from .model_store import LiveModel
 logger = logging.getLogger(__name__)
 
 SCORE_KEY = "anomaly_score"
-FLAGS_KEY = "anomaly_flags"  # the input gate's flags (no_lungs, unfamiliar): scored, but worth a look
+FLAGS_KEY = "anomaly_flags"  # the input gate's flags (no_lungs, unfamiliar, ...): scored, but worth a look
 VERSION_KEY = "scored_by"
 
 
@@ -82,7 +82,6 @@ class AnatPasteScoring(ScoringMethod):
             if is_image_id(i) and (force or datastore.get_image_info(i).get(VERSION_KEY) != det.version)
         ]
         t0 = time.perf_counter()
-        limit = unfamiliar_limit(det.payload)
         scored = failed = 0
         for start in range(0, len(todo), self.batch_size):
             batch = todo[start : start + self.batch_size]
@@ -113,8 +112,8 @@ class AnatPasteScoring(ScoringMethod):
                     logger.error(f"anatpaste scoring: cannot read {image_id!r}: {_error_text(err, uri, image_id)}")
             for image_id, gate, score in zip(ids, gates, det.score_many(pixels) if pixels else [], strict=True):
                 score = float(score)
-                try:  # a film the gate suspects is turned: the model decides (anatpaste.gate.familiarity)
-                    check_orientation(det, gate, score, image_id)
+                try:  # a turned film is refused; the rest flagged as the model sees it (anatpaste.gate.familiarity)
+                    flags = model_checks(det, gate, score, image_id)
                 except RadiographError as err:
                     failed += 1
                     updates[image_id] = {SCORE_KEY: None, "anomaly_label": None, FLAGS_KEY: None,
@@ -122,7 +121,7 @@ class AnatPasteScoring(ScoringMethod):
                                          "scored_at": now}
                     continue
                 updates[image_id] = {
-                    FLAGS_KEY: gate.flags + familiarity_flags(score, limit),
+                    FLAGS_KEY: gate.flags + flags,
                     "anomaly_fixed": gate.fixed,
                     SCORE_KEY: round(score, 6),
                     "anomaly_label": "abnormal" if score > det.threshold else "normal",
