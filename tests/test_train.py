@@ -107,3 +107,12 @@ def test_report_callback_is_recorded_at_every_evaluation_and_never_drives_select
     assert reported["selected_step"] == plain["selected_step"]
     m1, m2 = load_model(tmp_path / "plain.pt"), load_model(tmp_path / "reported.pt")
     assert torch.equal(m1["gaussian"]["mean"], m2["gaussian"]["mean"])
+
+
+def test_training_leaves_the_global_random_state_as_it_was(tmp_path, image_set):
+    cfg = TrainConfig(image_size=64, steps=2, batch_size=8, seed=5, eval_every=1, checkpoint_every=0)
+    torch.manual_seed(123)
+    expected = torch.rand(4)
+    torch.manual_seed(123)
+    train(cfg, image_set, tmp_path / "m.pt", device="cpu")
+    assert torch.equal(torch.rand(4), expected), "train() drew from or re-seeded torch's global generator"

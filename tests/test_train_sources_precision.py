@@ -11,7 +11,7 @@ from anatpaste.data import ImageSet, find_images, load_image_set
 from anatpaste.model.file import load_model
 from anatpaste.precision import cpu_bf16_supported, use_bf16
 from anatpaste.train import TrainConfig, train
-from anatpaste.train.loop import draw_batch, source_balanced_cdf
+from anatpaste.train.batches import draw_batch, source_balanced_cdf
 from anatpaste.train.selection import holdout_split, split_holdout
 
 

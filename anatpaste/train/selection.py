@@ -6,6 +6,8 @@ on, drawn with a fixed seed so every evaluation of a run sees the same ones.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from sklearn.metrics import roc_auc_score
 
@@ -13,6 +15,7 @@ from anatpaste.data import ImageSet
 from anatpaste.model import AnatPasteNet
 from anatpaste.model.resnet import ResNet18Encoder
 from anatpaste.paste import AnatPaste
+from anatpaste.preprocess import NORM_MEAN, NORM_STD
 from anatpaste.score import GaussianScorer
 from anatpaste.score.detector import Detector
 from anatpaste.score.features import extract
@@ -98,6 +101,27 @@ def evaluation_sets(train_set: ImageSet, holdout: ImageSet, seed: int) -> tuple[
     """(fit images, pasted copies of the held-out normals) of a run with this seed: fixed, so every evaluation
     of the run, and any later check of its model file, sees the same ones."""
     return fit_subset(train_set), pasted_copies(holdout, AnatPaste(), seed=seed + 12345)
+
+
+@dataclass
+class LabelFreeCheck:
+    """A run's fixed label-free evaluation: how well the network separates held-out normals from their pasted
+    copies, by the Gaussian score on the embedding (what selects) and by the pretext head (what it learnt)."""
+
+    fit: torch.Tensor  # uint8 training normals the Gaussian is fitted on
+    normals: torch.Tensor  # uint8 held-out normals
+    pasted: torch.Tensor  # uint8 pasted copies of them
+
+    @classmethod
+    def of(cls, train_set: ImageSet, holdout: ImageSet, seed: int) -> LabelFreeCheck:
+        fit, pasted = evaluation_sets(train_set, holdout, seed)
+        return cls(fit, holdout.images, pasted)
+
+    def __call__(self, net: AnatPasteNet) -> tuple[float, float]:
+        """(synthetic AUC, classifier AUC) of ``net``; the evaluation images are embedded once for both."""
+        sets = (self.fit, self.normals, self.pasted)
+        fit_emb, e0, e1 = (extract(net.encoder, x, NORM_MEAN, NORM_STD)[0] for x in sets)
+        return gaussian_auc(fit_emb, e0, e1), classifier_auc(net, e0, e1)
 
 
 def detector_synthetic_auc(det: Detector, data: ImageSet, holdout_fraction: float, seed: int) -> float:
