@@ -1,10 +1,12 @@
 """Site adaptation: calibrate, fine-tune with each recipe of a small ladder, and keep a fine-tuned encoder only
 if a label-free check says it beats the calibrated one; the result is always calibrated on the site's normals.
 
-Why a ladder: no one recipe wins everywhere. On the benchmark's adult sites (``bench/site_adaptation.py``)
-a gentle fine-tune (frozen early layers, low lr, replay) helped at one site and a strong one (every layer,
-higher lr, site normals only) at another, and each lost at the other site; the lesion check below ranked
-them the way the real AUC did at both. So both are tried and the check picks, per site, with no abnormal image.
+Why a ladder: how much a site's films differ from the model's training normals varies, and so does how far the
+encoder should move: a gentle fine-tune (frozen early layers, low lr, replay of the model's own normals) or a
+strong one (every layer, higher lr, the site's normals only). Both are tried and the label-free lesion check
+picks per site, with no abnormal image. How often its pick matches the real test AUC on the benchmark's adult
+sites is measured in ``bench/results/site_adaptation.json`` (``check_agreement``); with few site normals the
+check (a fifth of them) is noisy, and there ``calibrate`` is the safer choice.
 """
 
 from __future__ import annotations

@@ -103,7 +103,7 @@ def finetune(
     """
     dev = torch.device(device)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(recipe.seed)
+        torch.default_generator.manual_seed(recipe.seed)  # the CPU generator only: fork_rng restores just that one
         net = AnatPasteNet(in_channels=1)
     net.encoder.load_state_dict(encoder_state)
     frozen = frozen_modules(net.encoder, recipe.freeze)
