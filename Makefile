@@ -8,13 +8,13 @@ STUDIES ?= monailabel_app/sample_studies
 
 .PHONY: venv run test lint bench-cpu clean
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt requirements-monailabel.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -r requirements.txt
-	# monailabel without its declared extras: they build sam2 and pull a CUDA torch (~8 GB);
-	# its runtime needs are pinned in requirements.txt instead.
-	$(PY) -m pip install --no-deps monailabel==0.8.5
+	# monailabel without its declared dependencies: they build sam2 and pull a CUDA torch (~8 GB);
+	# what its server needs is in requirements.txt instead (see requirements-monailabel.txt).
+	$(PY) -m pip install --no-deps -r requirements-monailabel.txt
 	$(PY) -m pip install --no-deps -e .
 	touch $@
 
