@@ -181,6 +181,7 @@ def _score_rows(args: argparse.Namespace) -> list[dict]:
 
             write_for_input(p, args.dicom_out, res, gate.flags, gate.fixed, gate.pixels, det.heat_display_max)
         if want_maps:
+            assert res.lung_mask is not None  # scored with maps=True
             stem = Path(args.overlays) / p.stem
             save_png(render_overlay(gate.pixels, res.heatmap, res.lung_mask, det.heat_display_max),
                      f"{stem}_overlay.png")
@@ -266,7 +267,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             if not ref_path.is_file():
                 missing.append(str(ref_path))
                 continue
-            ref = np.asarray(read_reference_mask(ref_path, mask.shape))
+            ref = np.asarray(read_reference_mask(ref_path, (mask.shape[0], mask.shape[1])))
             dices.append(dice(mask, ref))
             ious.append(iou(mask, ref))
     if args.reference:
@@ -283,7 +284,7 @@ def read_reference_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
 
     im = Image.open(path).convert("L")
     if im.size != (shape[1], shape[0]):
-        im = im.resize((shape[1], shape[0]), Image.NEAREST)
+        im = im.resize((shape[1], shape[0]), Image.Resampling.NEAREST)
     return np.asarray(im) > 127
 
 

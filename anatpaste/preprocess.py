@@ -18,7 +18,7 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
     if image.shape == (size, size):
         return image.astype(np.float32, copy=False)
     out = Image.fromarray(np.ascontiguousarray(image, dtype=np.float32), mode="F").resize(
-        (size, size), Image.BILINEAR, reducing_gap=None
+        (size, size), Image.Resampling.BILINEAR, reducing_gap=None
     )
     return np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
 

@@ -11,7 +11,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
-TEST_ONLY = {"slicer-core", "pytest", "ruff"}  # requirements.txt's test section: not the package's needs
+TEST_ONLY = {"slicer-core", "pytest", "ruff", "mypy"}  # requirements.txt's test section: not the package's needs
 
 
 def _requirements(name: str) -> dict[str, Requirement]:

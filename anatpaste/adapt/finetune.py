@@ -67,7 +67,7 @@ class FinetuneRecipe:
 
 def frozen_modules(encoder: ResNet18Encoder, freeze: str) -> list[torch.nn.Module]:
     """The encoder's modules up to and including stage ``freeze``."""
-    stages = [
+    stages: list[tuple[str, list[torch.nn.Module]]] = [
         ("stem", [encoder.conv1, encoder.bn1]),
         ("layer1", [encoder.layer1]),
         ("layer2", [encoder.layer2]),
@@ -109,7 +109,7 @@ def finetune(
     frozen = frozen_modules(net.encoder, recipe.freeze)
     for m in frozen:
         m.requires_grad_(False)
-    net = net.to(dev).to(memory_format=torch.channels_last)
+    net = net.to(dev).to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to takes memory_format; torch's overloads omit it
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=recipe.lr, momentum=0.9, weight_decay=3e-5)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=recipe.steps)
@@ -118,7 +118,7 @@ def finetune(
     n_replay = round(recipe.batch_size * recipe.replay_fraction) if replay is not None and len(replay) else 0
     n_local = recipe.batch_size - n_replay
     pools = [(local.images.to(dev), local.lungs.to(dev), n_local)]
-    if n_replay:
+    if replay is not None and n_replay:
         pools.append((replay.images.to(dev), replay.lungs.to(dev), n_replay))
     labels = torch.cat([torch.zeros(recipe.batch_size), torch.ones(recipe.batch_size)]).long().to(dev)
     bf16 = use_bf16(recipe.precision, dev)

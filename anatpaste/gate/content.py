@@ -22,6 +22,7 @@ are measured (docs/input-gate.md has the rules and the figures of ``bench/input_
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -129,7 +130,7 @@ def mirror_symmetry(work: np.ndarray) -> float:
     A frontal chest is roughly left-right symmetric and not top-bottom symmetric (> 0); turned by 90
     degrees the two swap.
     """
-    small = np.asarray(Image.fromarray(work).resize((SYMMETRY_SIDE, SYMMETRY_SIDE), Image.BILINEAR))
+    small = np.asarray(Image.fromarray(work).resize((SYMMETRY_SIDE, SYMMETRY_SIDE), Image.Resampling.BILINEAR))
     z = (small - small.mean()) / (float(small.std()) + 1e-9)
     return float((z * z[:, ::-1]).mean() - (z * z[::-1]).mean())
 
@@ -157,7 +158,7 @@ def suspected_orientation(fields: LungFields, symmetry: float) -> str | None:
 
 
 # The ways back to upright of a suspected orientation (a film turned either way by 90 degrees).
-TURN_BACK = {
+TURN_BACK: dict[str, tuple[Callable[[np.ndarray], np.ndarray], ...]] = {
     "upside down": (lambda a: a[::-1], lambda a: a[::-1, ::-1]),  # mirrored top-bottom, or turned by 180
     "turned by 90 degrees": (np.rot90, lambda a: np.rot90(a, 3)),
 }

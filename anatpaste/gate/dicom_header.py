@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable
+from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -134,9 +135,9 @@ def _view(ds: Dataset) -> tuple[str, str, str] | None:
     return None
 
 
-def _items(seq: object) -> Iterable[Dataset]:
+def _items(seq: Any) -> Iterable[Dataset]:  # any header value: only a sequence of datasets has items
     try:
-        return [item for item in seq if isinstance(item, Dataset)] if seq else []  # type: ignore[union-attr]
+        return [item for item in seq if isinstance(item, Dataset)] if seq else []
     except TypeError:  # a malformed value that is not a sequence: say nothing
         return []
 

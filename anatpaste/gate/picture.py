@@ -83,7 +83,7 @@ def _resized(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if a.shape == shape:
         return np.asarray(a, dtype=np.float32)
     img = Image.fromarray(np.ascontiguousarray(a, dtype=np.float32), mode="F")
-    return np.asarray(img.resize((shape[1], shape[0]), Image.BILINEAR), dtype=np.float32)
+    return np.asarray(img.resize((shape[1], shape[0]), Image.Resampling.BILINEAR), dtype=np.float32)
 
 
 def _crop_like(mask: np.ndarray, area: tuple[int, int, int, int], side: int) -> np.ndarray:
@@ -131,8 +131,8 @@ def texture_vectors(encoder: ResNet18Encoder, grids: list[np.ndarray], lungs: li
     for maps in (l1.float().cpu(), l2.float().cpu()):
         h, w = maps.shape[-2:]
         whole = torch.full((len(grids), 1, h, w), 1.0 / (h * w))
-        lung = torch.stack([whole[0] if m is None else _weights(m, (h, w)) for m in weights])
-        for wts in (whole, lung):
+        in_lungs = torch.stack([whole[0] if m is None else _weights(m, (h, w)) for m in weights])
+        for wts in (whole, in_lungs):
             mu = (maps * wts).sum((2, 3))
             sd = (((maps - mu[..., None, None]) ** 2) * wts).sum((2, 3)).clamp_min(0).sqrt()
             out += [mu, sd]

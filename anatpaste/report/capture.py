@@ -22,7 +22,7 @@ def _with_notice(rgb: np.ndarray, lines: list[str]) -> np.ndarray:
     size = max(12, rgb.shape[0] // 40)
     font = ImageFont.load_default(size=size)
     draw = ImageDraw.Draw(img)
-    y = size // 2
+    y: float = size // 2  # then below each line's box, whose edges Pillow gives as floats
     for line in lines:
         box = draw.textbbox((size // 2, y), line, font=font)
         draw.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=(0, 0, 0))
@@ -55,7 +55,7 @@ def heatmap_capture(source: Dataset, finding: Finding) -> hd.sc.SCImage:
     sc.PatientOrientation = list(_orientation(source) or [])  # Type 2: empty when the source did not say
     sc.Laterality = ""  # Type 2C (General Series); the chest is unpaired and the film's side is not known here
     sc.ManufacturerModelName = MODEL_NAME
-    sc.SoftwareVersions = software_versions(finding.model_version)
+    sc.SoftwareVersions = software_versions(finding.model_version)  # type: ignore[assignment]  # highdicom types it Tuple[str] (one item); it takes several
     sc.BurnedInAnnotation = "YES"
     sc.ImageType = ["DERIVED", "SECONDARY"]
     sc.DerivationDescription = "AnatPaste anomaly heatmap over the film as scored; " + NOT_FOR_DIAGNOSIS

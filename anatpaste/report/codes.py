@@ -11,7 +11,12 @@ SCHEME = "99ANATPASTE"
 SCHEME_NAME = "AnatPaste result codes"
 
 
-def _std(code: Code) -> CodedConcept:
+def _std(dictionary: str, name: str) -> CodedConcept:
+    """The concept ``codes.<dictionary>.<name>`` of pydicom's code dictionary (a scheme such as ``SCT``, or a
+    CID such as ``cid222``), looked up by name because pydicom types each step as scheme, CID or code."""
+    code = getattr(getattr(codes, dictionary), name)
+    if not isinstance(code, Code):
+        raise LookupError(f"codes.{dictionary}.{name} is not a code")
     return CodedConcept(value=code.value, scheme_designator=code.scheme_designator, meaning=code.meaning)
 
 
@@ -21,16 +26,16 @@ def _private(value: str, meaning: str) -> CodedConcept:
 
 # standard (pydicom's code dictionary, so meanings are the standard's own)
 CHEST_XRAY = CodedConcept("399208008", "SCT", "Plain chest X-ray")  # procedure reported
-THORAX = _std(codes.SCT.Chest)  # finding site of the whole-film score
-LUNG = _std(codes.SCT.Lung)
-ANATOMICAL_STRUCTURE = _std(codes.cid7150.AnatomicalStructure)  # SEG property category (CID 7150)
-NORMAL = _std(codes.cid222.Normal)  # CID 222 Normality Codes
-ABNORMAL = _std(codes.cid222.Abnormal)
+THORAX = _std("SCT", "Chest")  # finding site of the whole-film score
+LUNG = _std("SCT", "Lung")
+ANATOMICAL_STRUCTURE = _std("cid7150", "AnatomicalStructure")  # SEG property category (CID 7150)
+NORMAL = _std("cid222", "Normal")  # CID 222 Normality Codes
+ABNORMAL = _std("cid222", "Abnormal")
 NO_UNITS = CodedConcept("1", "UCUM", "no units")
-COMMENT = _std(codes.DCM.Comment)
+COMMENT = _std("DCM", "Comment")
 QUALITATIVE_EVALUATIONS = CodedConcept("C0034375", "UMLS", "Qualitative Evaluations")  # TID 1500 row 12
-ARTIFICIAL_INTELLIGENCE = _std(codes.cid7162.ArtificialIntelligence)  # algorithm family (CID 7162)
-HISTOGRAM_ANALYSIS = _std(codes.cid7162.HistogramAnalysis)  # the lung mask: Otsu thresholds + morphology
+ARTIFICIAL_INTELLIGENCE = _std("cid7162", "ArtificialIntelligence")  # algorithm family (CID 7162)
+HISTOGRAM_ANALYSIS = _std("cid7162", "HistogramAnalysis")  # the lung mask: Otsu thresholds + morphology
 
 # private: AnatPaste's own quantities, for which no standard code exists
 ANOMALY_SCORE = _private("AP001", "Anomaly score")

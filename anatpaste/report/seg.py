@@ -36,7 +36,7 @@ def lung_seg(source: Dataset, lung_mask: np.ndarray, model_version: str) -> hd.s
         instance_number=1,
         manufacturer=MANUFACTURER,
         manufacturer_model_name=MODEL_NAME,
-        software_versions=software_versions(model_version),
+        software_versions=software_versions(model_version),  # type: ignore[arg-type]  # as in sr_common
         device_serial_number=model_version[:64],  # software: the model file stands in for a serial number
         series_description=f"AnatPaste lung fields - {NOT_FOR_DIAGNOSIS}"[:64],
         content_description=NOT_FOR_DIAGNOSIS[:64],

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import copy
 import re
+from typing import Any
 
 from pydicom.dataset import Dataset
 
 _SPACINGS = ("PixelSpacing", "ImagerPixelSpacing")
 
 
-def _valid_pair(value: object) -> bool:
+def _valid_pair(value: Any) -> bool:  # any header value: what is not a pair of positive numbers is not valid
     try:
-        return len(value) == 2 and all(float(v) > 0 for v in value)  # type: ignore[arg-type]
+        return len(value) == 2 and all(float(v) > 0 for v in value)
     except (TypeError, ValueError):
         return False
 
@@ -53,8 +54,8 @@ def source_header(ds: Dataset) -> Dataset:
     return out
 
 
-def _valid_pair_text(value: object) -> bool:
+def _valid_pair_text(value: Any) -> bool:
     try:
-        return len(value) == 2 and all(str(v).strip() for v in value)  # type: ignore[arg-type]
+        return len(value) == 2 and all(str(v).strip() for v in value)
     except TypeError:
         return False

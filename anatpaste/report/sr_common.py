@@ -116,6 +116,6 @@ def sr_document(source: Dataset, report: hd.sr.MeasurementReport, *, series_uid:
         is_verified=False,
         series_description=f"{description} - {NOT_FOR_DIAGNOSIS}"[:64],
     )
-    sr.SoftwareVersions = software_versions(model_version)
+    sr.SoftwareVersions = software_versions(model_version)  # type: ignore[assignment]  # highdicom types it Tuple[str] (one item); it takes several
     sr.CodingSchemeIdentificationSequence = [codes.scheme_identification()]
     return sr

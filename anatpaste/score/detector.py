@@ -105,14 +105,16 @@ class Detector:
         x = self._grid(unit)
         emb, grid = extract(self.encoder, x, self.mean, self.std, with_grid=maps)
         s = float(self.gaussian.score(emb)[0])
-        heat = lung = None
+        heat: np.ndarray | None = None
+        lung: np.ndarray | None = None
         if maps:
+            assert grid is not None  # extract(with_grid=True) returns the grids
             h, w = image.shape
             # Segment the full-resolution image (segment_lungs works at ~256 px internally and scales the
             # mask back), not the network's small input: the outline is drawn over the original film.
             lung = segment_lungs(unit, method=self.segmentation)
             heat_small = self.heat.heatmap(grid, (self.image_size, self.image_size))
-            heat = F.interpolate(heat_small.unsqueeze(1), size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+            full = F.interpolate(heat_small.unsqueeze(1), size=(h, w), mode="bilinear", align_corners=False)[0, 0]
             # AnatPaste's anomalies live in the lung field, and so does the map: zero outside a dilated mask.
-            heat = (heat * lung_window(lung)).numpy().astype(np.float32)
+            heat = (full * lung_window(lung)).numpy().astype(np.float32)
         return ScoreResult(s, self.threshold, s > self.threshold, heat, lung, self.version)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal, overload
+
 import torch
 
 from anatpaste.model.resnet import ResNet18Encoder
@@ -21,6 +23,23 @@ def autocast_for(device: torch.device) -> torch.autocast:
     slower than fp32 even on CPUs with native bf16 (0.91x, ``bench/results/cpu_train_throughput.json``), and
     one precision keeps a film's score the same in every path."""
     return autocast(device, device.type == "cuda")
+
+
+@overload
+def extract(
+    encoder: ResNet18Encoder, images: torch.Tensor, mean: float, std: float,
+    with_grid: Literal[False] = False, batch_size: int = 128,
+) -> tuple[torch.Tensor, None]: ...
+@overload
+def extract(
+    encoder: ResNet18Encoder, images: torch.Tensor, mean: float, std: float,
+    with_grid: Literal[True], batch_size: int = 128,
+) -> tuple[torch.Tensor, torch.Tensor]: ...
+@overload
+def extract(
+    encoder: ResNet18Encoder, images: torch.Tensor, mean: float, std: float,
+    with_grid: bool, batch_size: int = 128,
+) -> tuple[torch.Tensor, torch.Tensor | None]: ...
 
 
 @torch.no_grad()

@@ -55,7 +55,7 @@ def lung_window(lung: np.ndarray | torch.Tensor, out_hw: tuple[int, int] | None 
 def windowed_maps(heat: HeatmapScorer, distances: torch.Tensor, lungs: torch.Tensor) -> torch.Tensor:
     """(N, S, S) maps of normals at the lung masks' size ``lungs`` (N, [1,] S, S), inside their windows."""
     lungs = lungs.reshape(lungs.shape[0], *lungs.shape[-2:]).bool()
-    maps = heat.render(distances, tuple(lungs.shape[-2:]))
+    maps = heat.render(distances, (lungs.shape[-2], lungs.shape[-1]))
     return maps * torch.stack([lung_window(m.numpy()) for m in lungs])
 
 

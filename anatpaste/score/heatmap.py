@@ -20,7 +20,7 @@ import torch.nn.functional as F
 def feature_grid(maps: dict[str, torch.Tensor]) -> torch.Tensor:
     """Concatenate layer2 (average-pooled to layer3's grid) and layer3: (N, 384, h, w)."""
     l3 = maps["layer3"].float()
-    l2 = F.adaptive_avg_pool2d(maps["layer2"].float(), l3.shape[-2:])
+    l2 = F.adaptive_avg_pool2d(maps["layer2"].float(), (l3.shape[-2], l3.shape[-1]))
     return torch.cat([l2, l3], 1)
 
 
@@ -89,7 +89,9 @@ class HeatmapScorer:
         return HeatmapScorer(self.channels, self.mean, self.precision, self.grid, scale)
 
     def state_dict(self) -> dict[str, torch.Tensor | list[int]]:
-        out = {"channels": self.channels, "mean": self.mean, "precision": self.precision, "grid": list(self.grid)}
+        out: dict[str, torch.Tensor | list[int]] = {
+            "channels": self.channels, "mean": self.mean, "precision": self.precision, "grid": list(self.grid)
+        }
         if self.scale is not None:
             out["location_scale"] = self.scale
         return out

@@ -81,11 +81,12 @@ def _run(image: np.ndarray, method: Callable[[np.ndarray, float], np.ndarray]) -
     arr = checked_grey(image)
     work = _to_work(arr)
     scale = float(np.sqrt(work.size)) / WORK_SIDE  # 1.0 for a square working image
+    h, w = arr.shape
     if float(work.max()) <= 0.0:  # blank input: nothing to threshold
-        return prior_lungs(arr.shape)
+        return prior_lungs((h, w))
     mask = method(work, scale)
     if mask.mean() < MIN_FRACTION:
-        return prior_lungs(arr.shape)
+        return prior_lungs((h, w))
     return _from_work(mask, arr.shape)
 
 
@@ -122,7 +123,7 @@ def _to_work(image: np.ndarray) -> np.ndarray:
     else:
         pil = Image.fromarray(np.ascontiguousarray(image, dtype=np.float32), mode="F")
         # reducing_gap: a box pre-reduction first, so a 2k film costs about what a 512 one does
-        work = np.array(pil.resize((ww, wh), Image.BILINEAR, reducing_gap=2.0), dtype=np.float32)
+        work = np.array(pil.resize((ww, wh), Image.Resampling.BILINEAR, reducing_gap=2.0), dtype=np.float32)
     lo, hi = float(work.min()), float(work.max())
     if hi > lo:
         work = (work - lo) / (hi - lo)
@@ -136,7 +137,7 @@ def _from_work(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if mask.shape == shape:
         return mask.astype(bool, copy=False)
     pil = Image.fromarray(mask.astype(np.uint8))
-    return np.asarray(pil.resize((shape[1], shape[0]), Image.NEAREST)) > 0
+    return np.asarray(pil.resize((shape[1], shape[0]), Image.Resampling.NEAREST)) > 0
 
 
 def _px(n_at_256: float, scale: float) -> int:
@@ -328,9 +329,9 @@ def _improved(
     weight = (_prior_map((h, w)) if prior_select else np.ones((h, w), dtype=np.float32)).ravel()
     xs = np.broadcast_to(np.arange(w, dtype=np.float64)[None, :], (h, w)).ravel()
     min_area = MIN_FRACTION * h * w
-    merged_labels = None
+    merged_labels: np.ndarray | None = None
     seeds: list[np.ndarray | None] = [None, None]
-    depth, depth_t = None, None
+    depth, depth_t = np.zeros((h, w), dtype=np.int32), None  # set at the first threshold
     for t, r in [(t0, r) for r in radii] + [(t0 * f, radii[-1]) for f in low_thresholds]:
         if depth_t != t:  # one distance transform per threshold serves every radius
             depth = ndi.distance_transform_cdt((clahe <= t) & inside, metric="chessboard")
@@ -352,10 +353,10 @@ def _improved(
             if seeds[s] is not None or not cand.size:
                 continue
             seed = labels == cand[np.argmax(score[cand])]
-            if merge_r and merged_labels is None:
-                merged = _close_sq(dark, _px(merge_r, scale)) & inside
-                merged_labels, _ = ndi.label(merged, structure=_SQUARE3)
             if merge_r:
+                if merged_labels is None:
+                    merged = _close_sq(dark, _px(merge_r, scale)) & inside
+                    merged_labels, _ = ndi.label(merged, structure=_SQUARE3)
                 ids = np.unique(merged_labels[seed])
                 full = np.isin(merged_labels, ids[ids > 0]) | seed
                 if dist_out[full].min() > 1:

@@ -186,7 +186,7 @@ def run_steps(
 def select_step(run: RunState, config: TrainConfig) -> int:
     """Load the weights the model file is made of into ``run.net`` and return their step: the best evaluated
     step for ``select="synthetic-auc"`` (when there was an evaluation), else the last one."""
-    if config.select == "synthetic-auc" and run.best.state is not None:
+    if config.select == "synthetic-auc" and run.best.state is not None and run.best.step is not None:
         run.net.load_state_dict(run.best.state)
         return run.best.step
     return config.steps
@@ -202,7 +202,7 @@ def export_model(
     output: str | os.PathLike,
 ) -> dict[str, Any]:
     """Fit the scorers with the selected network (moved to the CPU) and write the model file atomically."""
-    run.net.cpu().to(memory_format=torch.contiguous_format)
+    run.net.cpu().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # Module.to takes memory_format; torch's overloads omit it
     payload = build_payload(run.net.encoder, config, train_set, holdout, summary, data_summary)
     save_model(payload, output)
     return payload

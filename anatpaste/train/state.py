@@ -65,7 +65,7 @@ def batch_seed(config: TrainConfig, rank: int, step: int = 0) -> int:
 def new_run(config: TrainConfig, process: Process) -> RunState:
     """Step 0 of a run: the seeded network on the process's device, SGD with a cosine schedule, the generator."""
     dev = process.device
-    net = seeded_network(config).to(dev).to(memory_format=torch.channels_last)
+    net = seeded_network(config).to(dev).to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to takes memory_format; torch's overloads omit it
     opt = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.steps)
     gen = torch.Generator(device=dev).manual_seed(batch_seed(config, process.rank))
