@@ -26,11 +26,13 @@ run: venv
 
 test: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check anatpaste
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -q tests
 
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check anatpaste
 	$(VENV)/bin/mypy
 
 clean:

@@ -31,10 +31,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from anatpaste.train import TrainConfig, TrainProgress, train
 
     config = TrainConfig(
-        image_size=args.size, steps=args.steps, batch_size=args.batch_size, seed=args.seed, lr=args.lr,
-        eval_every=args.eval_every, select=args.select, checkpoint_every=args.checkpoint_every,
-        init_weights=args.init_weights, quantize=not args.no_quantize,
-        threshold_quantile=args.threshold_quantile, precision=args.precision,
+        image_size=args.size,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        lr=args.lr,
+        eval_every=args.eval_every,
+        select=args.select,
+        checkpoint_every=args.checkpoint_every,
+        init_weights=args.init_weights,
+        quantize=not args.no_quantize,
+        threshold_quantile=args.threshold_quantile,
+        precision=args.precision,
         balance_sources=args.balance_sources,
     )
     groups = args.normal  # one list of folders per --normal: each is a source
@@ -57,11 +65,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     checkpoint = args.checkpoint or str(Path(args.output).with_suffix(".ckpt"))
     summary = train(
-        config, data, args.output, device=args.device, checkpoint=checkpoint, progress=progress,
+        config,
+        data,
+        args.output,
+        device=args.device,
+        checkpoint=checkpoint,
+        progress=progress,
         data_summary={
-            "folders": [str(d) for g in groups for d in g], "sources": [[str(d) for d in g] for g in groups],
-            "n_images": len(data), "n_skipped": len(data.skipped),
-            "n_per_source": _counts_per_source(data), "balance_sources": config.balance_sources,
+            "folders": [str(d) for g in groups for d in g],
+            "sources": [[str(d) for d in g] for g in groups],
+            "n_images": len(data),
+            "n_skipped": len(data.skipped),
+            "n_per_source": _counts_per_source(data),
+            "balance_sources": config.balance_sources,
         },
     )
     bar.close()
@@ -90,8 +106,10 @@ def _load_normals(folders: list[str], size: int, progress: bool = False, min_fil
 
 def _site_summary(args: argparse.Namespace, data: ImageSet, parent: str) -> dict:
     return {
-        "folders": [str(d) for d in args.normal], "n_skipped": len(data.skipped),
-        "skipped": [p for p, _ in data.skipped], "parent_model": parent,
+        "folders": [str(d) for d in args.normal],
+        "n_skipped": len(data.skipped),
+        "skipped": [p for p, _ in data.skipped],
+        "parent_model": parent,
     }
 
 
@@ -100,10 +118,16 @@ def _adapt_line(out: Path, payload: dict, data: ImageSet, t0: float, parent: str
 
     thr = payload["threshold"]
     return {
-        "n_images": len(data), "n_skipped": len(data.skipped), "threshold": round(thr["value"], 6),
-        "target_fpr": thr["target_fpr"], "expected_fpr": thr["expected_fpr"], "fpr_interval": thr["fpr_interval"],
-        "seconds": round(time.perf_counter() - t0, 2), "model_version": Detector.load(out).version,
-        "parent_version": parent, "output": str(out),
+        "n_images": len(data),
+        "n_skipped": len(data.skipped),
+        "threshold": round(thr["value"], 6),
+        "target_fpr": thr["target_fpr"],
+        "expected_fpr": thr["expected_fpr"],
+        "fpr_interval": thr["fpr_interval"],
+        "seconds": round(time.perf_counter() - t0, 2),
+        "model_version": Detector.load(out).version,
+        "parent_version": parent,
+        "output": str(out),
     }
 
 
@@ -115,8 +139,9 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     det = Detector.load(args.model)
     data = _load_normals(args.normal, det.image_size, min_files=MIN_NORMALS)
-    payload = calibrate(det.payload, data, quantile=args.quantile, seed=args.seed,
-                        summary=_site_summary(args, data, det.version))
+    payload = calibrate(
+        det.payload, data, quantile=args.quantile, seed=args.seed, summary=_site_summary(args, data, det.version)
+    )
     out = save_model(payload, args.output)
     print(json.dumps(_adapt_line(out, payload, data, t0, det.version)))
     return 0
@@ -139,8 +164,15 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
         bar.set_postfix({"loss": f"{loss:.3f}"}, refresh=False)
         bar.refresh()
 
-    res = adapt(det.payload, data, recipes=recipes, replay=replay, device=args.device or "cpu", progress=progress,
-                summary=_site_summary(args, data, det.version))
+    res = adapt(
+        det.payload,
+        data,
+        recipes=recipes,
+        replay=replay,
+        device=args.device or "cpu",
+        progress=progress,
+        summary=_site_summary(args, data, det.version),
+    )
     bar.close()
     out = save_model(res.payload, args.output)
     line = _adapt_line(out, res.payload, data, t0, det.version)
@@ -166,8 +198,9 @@ def _score_rows(args: argparse.Namespace) -> list[dict]:
         try:
             rg = read_radiograph(p)
             # the content gate (docs/input-gate.md): refuses a turned film, re-inverts an inverted one, flags
-            res, gate = score_gated(det, rg.pixels, str(p), maps=want_maps or bool(args.dicom_out),
-                                    strict=args.refuse_flagged)
+            res, gate = score_gated(
+                det, rg.pixels, str(p), maps=want_maps or bool(args.dicom_out), strict=args.refuse_flagged
+            )
         except RadiographError as err:
             row = {"path": str(p), "error": f"{type(err).__name__}: {err}"}
             if isinstance(err, NotAChestRadiographError):  # machine-readable: modality, lateral, body_part, ...
@@ -183,8 +216,9 @@ def _score_rows(args: argparse.Namespace) -> list[dict]:
         if want_maps:
             assert res.lung_mask is not None  # scored with maps=True
             stem = Path(args.overlays) / p.stem
-            save_png(render_overlay(gate.pixels, res.heatmap, res.lung_mask, det.heat_display_max),
-                     f"{stem}_overlay.png")
+            save_png(
+                render_overlay(gate.pixels, res.heatmap, res.lung_mask, det.heat_display_max), f"{stem}_overlay.png"
+            )
             save_png(res.lung_mask, f"{stem}_lungs.png")
     return rows
 
@@ -273,8 +307,16 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     if args.reference:
         if not dices:
             raise AnatPasteError(f"no reference masks matched the inputs in {args.reference}")
-        print(json.dumps({"dice": float(np.mean(dices)), "iou": float(np.mean(ious)), "n": len(dices),
-                          "n_missing_reference": len(missing)}))
+        print(
+            json.dumps(
+                {
+                    "dice": float(np.mean(dices)),
+                    "iou": float(np.mean(ious)),
+                    "n": len(dices),
+                    "n_missing_reference": len(missing),
+                }
+            )
+        )
     return 0
 
 
@@ -296,17 +338,28 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train on folders of normal radiographs")
-    t.add_argument("--normal", nargs="+", action="append", required=True,
-                   help="folders (or files) of normal radiographs; repeat --normal for each source (hospital)")
-    t.add_argument("--balance-sources", action="store_true",
-                   help="draw each --normal source equally often, whatever its size")
-    t.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
-                   help="auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32")
+    t.add_argument(
+        "--normal",
+        nargs="+",
+        action="append",
+        required=True,
+        help="folders (or files) of normal radiographs; repeat --normal for each source (hospital)",
+    )
+    t.add_argument(
+        "--balance-sources", action="store_true", help="draw each --normal source equally often, whatever its size"
+    )
+    t.add_argument(
+        "--precision",
+        choices=["auto", "bf16", "fp32"],
+        default="auto",
+        help="auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32",
+    )
     t.add_argument("--output", required=True, help="model file to write")
     t.add_argument("--size", type=int, default=defaults.image_size, help="input side in pixels (paper: 256)")
     t.add_argument("--steps", type=int, default=defaults.steps)
-    t.add_argument("--batch-size", type=int, default=defaults.batch_size,
-                   help="originals per step (as many pasted are added)")
+    t.add_argument(
+        "--batch-size", type=int, default=defaults.batch_size, help="originals per step (as many pasted are added)"
+    )
     t.add_argument("--lr", type=float, default=defaults.lr)
     t.add_argument("--seed", type=int, default=defaults.seed)
     t.add_argument("--eval-every", type=int, default=defaults.eval_every, help="steps between label-free evaluations")
@@ -333,8 +386,13 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--output", required=True, help="adapted model file to write")
     a.add_argument("--replay", nargs="+", help="folders of the model's own training normals, mixed into batches")
     # anatpaste.adapt.RECIPES, spelt out so that building the parser does not import torch (a test keeps them equal)
-    a.add_argument("--recipe", nargs="+", default=list(ADAPT_RECIPES), choices=ADAPT_RECIPES,
-                   help="fine-tune recipes to try; the label-free check keeps the best one or none (default: all)")
+    a.add_argument(
+        "--recipe",
+        nargs="+",
+        default=list(ADAPT_RECIPES),
+        choices=ADAPT_RECIPES,
+        help="fine-tune recipes to try; the label-free check keeps the best one or none (default: all)",
+    )
     a.add_argument("--steps", type=int, default=300, help="steps of each recipe")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--device", help="cpu / cuda (default: cpu)")
@@ -346,13 +404,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", help="write CSV or JSON here (by extension) instead of stdout")
     s.add_argument("--format", choices=["csv", "json"])
     s.add_argument("--overlays", metavar="DIR", help="also write heatmap overlay and lung-mask PNGs here")
-    s.add_argument("--dicom-out", metavar="DIR", help="for DICOM inputs also write a DICOM SR of the result, a "
-                   "SEG of the lungs and a heatmap secondary capture here (docs/dicom-write-back.md)")
-    s.add_argument("--refuse-flagged", action="store_true",
-                   help="refuse (error row, the flag as reason) what would be flagged: no lung field found "
-                        "(no_lungs), a score far beyond anything real films reach (unfamiliar), a picture laid out "
-                        "or textured unlike the training films (unusual_layout, unusual_texture), a strip of a film "
-                        "(partial_film)")
+    s.add_argument(
+        "--dicom-out",
+        metavar="DIR",
+        help="for DICOM inputs also write a DICOM SR of the result, a "
+        "SEG of the lungs and a heatmap secondary capture here (docs/dicom-write-back.md)",
+    )
+    s.add_argument(
+        "--refuse-flagged",
+        action="store_true",
+        help="refuse (error row, the flag as reason) what would be flagged: no lung field found "
+        "(no_lungs), a score far beyond anything real films reach (unfamiliar), a picture laid out "
+        "or textured unlike the training films (unusual_layout, unusual_texture), a strip of a film "
+        "(partial_film)",
+    )
     s.set_defaults(func=_cmd_score)
 
     e = sub.add_parser("evaluate", help="AUC / AP / specificity at fixed sensitivity on labelled folders")

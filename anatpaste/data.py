@@ -53,8 +53,10 @@ class ImageSet:
     def concat(sets: list[ImageSet]) -> ImageSet:
         """One set from several, each becoming its own ``source`` (0, 1, ... in the order given)."""
         return ImageSet(
-            torch.cat([s.images for s in sets]), torch.cat([s.lungs for s in sets]),
-            [p for s in sets for p in s.paths], [k for s in sets for k in s.skipped],
+            torch.cat([s.images for s in sets]),
+            torch.cat([s.lungs for s in sets]),
+            [p for s in sets for p in s.paths],
+            [k for s in sets for k in s.skipped],
             torch.cat([torch.full((len(s),), i, dtype=torch.long) for i, s in enumerate(sets)]),
         )
 

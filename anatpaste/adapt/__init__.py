@@ -6,6 +6,15 @@ from anatpaste.adapt.calibrate import MIN_NORMALS, CalibrationError, calibrate, 
 from anatpaste.adapt.finetune import FinetuneRecipe, finetune
 
 __all__ = [
-    "DEFAULT_LADDER", "MIN_NORMALS", "RECIPES", "AdaptResult", "CalibrationError", "FinetuneRecipe", "adapt",
-    "calibrate", "crossfit_threshold", "finetune", "ladder",
+    "DEFAULT_LADDER",
+    "MIN_NORMALS",
+    "RECIPES",
+    "AdaptResult",
+    "CalibrationError",
+    "FinetuneRecipe",
+    "adapt",
+    "calibrate",
+    "crossfit_threshold",
+    "finetune",
+    "ladder",
 ]

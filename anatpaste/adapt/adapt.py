@@ -75,7 +75,8 @@ def split_check(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 def _stored_encoder(tuned: ResNet18Encoder, quantized: bool) -> dict[str, Any]:
     """The encoder state as the model file will store it; ``tuned`` is reloaded from it, so it is judged as stored."""
     state: dict[str, Any] = (
-        quantize_state(tuned.state_dict()) if quantized
+        quantize_state(tuned.state_dict())
+        if quantized
         else {k: v.float() if v.is_floating_point() else v for k, v in tuned.state_dict().items()}
     )
     tuned.load_state_dict(dequantize_state(state))
@@ -134,8 +135,9 @@ def adapt(
             if progress is not None:
                 progress(offset + step, total, loss)
 
-        enc = finetune(dequantize_state(payload["encoder"]), tune, recipe, replay, device=device, progress=step_cb,
-                       norm=norm)
+        enc = finetune(
+            dequantize_state(payload["encoder"]), tune, recipe, replay, device=device, progress=step_cb, norm=norm
+        )
         tuned[name] = (enc, _stored_encoder(enc, quantized))
         figures[name] = lesion_check(enc, tune, check, lesioned, norm)
         seconds[name] = round(time.perf_counter() - t1, 2)
@@ -169,8 +171,11 @@ def adapt(
         cand = {**payload, "encoder": state, "encoder_quantized": quantized}
         # Its threshold comes from the check normals alone: the fine-tune learnt the others (see calibrate).
         finetuned[name] = calibrate(cand, data, encoder=enc, summary=extra, threshold_from=check_idx)
-        finetuned[name]["adaptation"] = {**adaptation, "encoder": f"fine-tuned ({name})",
-                                         "recipe": recipes[name].to_dict()}
+        finetuned[name]["adaptation"] = {
+            **adaptation,
+            "encoder": f"fine-tuned ({name})",
+            "recipe": recipes[name].to_dict(),
+        }
     for p in (calibrated, *finetuned.values()):
         p["adaptation"]["seconds"] = round(time.perf_counter() - t0, 2)
     chosen_payload = calibrated if chosen == "calibrated" else finetuned[chosen]

@@ -48,8 +48,12 @@ class Threshold:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "value": self.value, "k": self.k, "n": self.n, "quantile": self.quantile,
-            "target_fpr": round(1 - self.quantile, 6), "expected_fpr": self.expected_fpr,
+            "value": self.value,
+            "k": self.k,
+            "n": self.n,
+            "quantile": self.quantile,
+            "target_fpr": round(1 - self.quantile, 6),
+            "expected_fpr": self.expected_fpr,
             "fpr_interval": list(self.fpr_interval),
         }
 
@@ -83,7 +87,11 @@ def crossfit_threshold(scores: np.ndarray, quantile: float) -> Threshold:
     k = min(n, math.ceil(quantile * (n + 1)))
     lo, hi = beta.ppf([0.05, 0.95], n + 1 - k, k)
     return Threshold(
-        value=float(s[k - 1]), k=k, n=n, quantile=quantile, expected_fpr=round((n + 1 - k) / (n + 1), 6),
+        value=float(s[k - 1]),
+        k=k,
+        n=n,
+        quantile=quantile,
+        expected_fpr=round((n + 1 - k) / (n + 1), 6),
         fpr_interval=(round(float(lo), 6), round(float(hi), 6)),
     )
 

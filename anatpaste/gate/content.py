@@ -81,11 +81,11 @@ WARNINGS = {
     "inverted": "the grey scale was inverted (lungs brighter than the mediastinum): re-inverted, then scored",
     "unfamiliar": "far outside anything the model saw in training: the score may mean nothing",
     "unusual_layout": "laid out unlike the frontal chest films the model learnt from (a crop, another view or "
-                      "body part, no radiograph?): the score may mean nothing",
+    "body part, no radiograph?): the score may mean nothing",
     "unusual_texture": "its texture is unlike the films the model learnt from (a photograph, a CT or MR slice, a "
-                       "drawing?): the score may mean nothing",
+    "drawing?): the score may mean nothing",
     "partial_film": "far wider than tall or taller than wide, unlike any film format (a part cut out of a film?): "
-                    "the score may mean nothing",
+    "the score may mean nothing",
 }
 
 
@@ -103,8 +103,9 @@ def _tall(mask: np.ndarray) -> float:
     h, w = mask.shape
     boxes = ndi.find_objects(labels)
     largest = np.argsort(np.bincount(labels.ravel())[1:])[::-1][:2]
-    return min(((boxes[i][0].stop - boxes[i][0].start) / h) / ((boxes[i][1].stop - boxes[i][1].start) / w)
-               for i in largest)
+    return min(
+        ((boxes[i][0].stop - boxes[i][0].start) / h) / ((boxes[i][1].stop - boxes[i][1].start) / w) for i in largest
+    )
 
 
 def _fields(work: np.ndarray, mask: np.ndarray) -> LungFields:
@@ -198,7 +199,9 @@ def check_content(pixels: np.ndarray, source: str, *, strict: bool = False) -> C
         raise NotAChestRadiographError(
             f"{source}: not scored: no lung field found (lung area {fields.total:.1%} of the image, "
             f"{fields.darker:+.2f} darker than the mediastinum); not a chest radiograph, or both lungs "
-            "entirely opaque", reason="no_lungs", detail=f"{fields.total:.4f}",
+            "entirely opaque",
+            reason="no_lungs",
+            detail=f"{fields.total:.4f}",
         )
     fixed = ["inverted"] if inverted else []
     return ContentCheck(arr, flags, fixed, fields, symmetry, suspected_orientation(fields, symmetry), mask)

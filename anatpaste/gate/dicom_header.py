@@ -22,19 +22,54 @@ RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR", "RG"})
 # Modalities that say nothing about the content (secondary capture, other): the content decides.
 UNDECIDED_MODALITIES = frozenset({"OT", "SC"})
 _MODALITY_NAMES = {
-    "CT": "computed tomography", "MR": "magnetic resonance", "NM": "nuclear medicine", "PT": "PET",
-    "US": "ultrasound", "MG": "mammography",
-    "XA": "X-ray angiography", "RF": "fluoroscopy", "IO": "intra-oral dental", "PX": "panoramic dental",
-    "DG": "diaphanography", "ES": "endoscopy", "XC": "external camera photograph", "OP": "ophthalmic photograph",
-    "SM": "slide microscopy", "SEG": "segmentation", "SR": "structured report", "PR": "presentation state",
-    "KO": "key object selection", "DOC": "document", "ECG": "ECG waveform", "REG": "registration",
-    "RTDOSE": "RT dose", "RTPLAN": "RT plan", "RTSTRUCT": "RT structure set", "RTIMAGE": "RT image",
+    "CT": "computed tomography",
+    "MR": "magnetic resonance",
+    "NM": "nuclear medicine",
+    "PT": "PET",
+    "US": "ultrasound",
+    "MG": "mammography",
+    "XA": "X-ray angiography",
+    "RF": "fluoroscopy",
+    "IO": "intra-oral dental",
+    "PX": "panoramic dental",
+    "DG": "diaphanography",
+    "ES": "endoscopy",
+    "XC": "external camera photograph",
+    "OP": "ophthalmic photograph",
+    "SM": "slide microscopy",
+    "SEG": "segmentation",
+    "SR": "structured report",
+    "PR": "presentation state",
+    "KO": "key object selection",
+    "DOC": "document",
+    "ECG": "ECG waveform",
+    "REG": "registration",
+    "RTDOSE": "RT dose",
+    "RTPLAN": "RT plan",
+    "RTSTRUCT": "RT structure set",
+    "RTIMAGE": "RT image",
     "RTRECORD": "RT treatment record",
 }
 
 # View Position (0018,5101) defined terms and common free-text spellings.
-_LATERAL_VIEWS = frozenset({"LL", "RL", "LAT", "LATERAL", "LLAT", "RLAT", "LEFT LATERAL", "RIGHT LATERAL",
-                            "L LAT", "R LAT", "LATERAL LEFT", "LATERAL RIGHT", "LAT L", "LAT R"})
+_LATERAL_VIEWS = frozenset(
+    {
+        "LL",
+        "RL",
+        "LAT",
+        "LATERAL",
+        "LLAT",
+        "RLAT",
+        "LEFT LATERAL",
+        "RIGHT LATERAL",
+        "L LAT",
+        "R LAT",
+        "LATERAL LEFT",
+        "LATERAL RIGHT",
+        "LAT L",
+        "LAT R",
+    }
+)
 _OBLIQUE_VIEWS = frozenset({"RLO", "LLO", "RAO", "LAO", "RPO", "LPO", "OBL", "OBLIQUE"})
 # View Code Sequence (CID 4010) codes, SNOMED RT and SNOMED CT, besides matching the code meaning.
 _LATERAL_CODES = frozenset({"R-102CD", "R-10236", "R-10232", "399067008"})
@@ -42,20 +77,102 @@ _OBLIQUE_CODES = frozenset({"R-102C1", "399182000"})
 
 # Body Part Examined values that mean the chest (any language seen in the wild): a value holding one of
 # these words is accepted even if it also names another region ("CHEST ABDOMEN").
-_CHEST_WORDS = ("CHEST", "THORAX", "THORAC", "TORAX", "TORAC", "LUNG", "POUMON", "PULMO", "BRUST", "POITRINE",
-                "PECHO", "TORACE", "BORST", "HEART")
+_CHEST_WORDS = (
+    "CHEST",
+    "THORAX",
+    "THORAC",
+    "TORAX",
+    "TORAC",
+    "LUNG",
+    "POUMON",
+    "PULMO",
+    "BRUST",
+    "POITRINE",
+    "PECHO",
+    "TORACE",
+    "BORST",
+    "HEART",
+)
 _CHEST_TOKENS = frozenset({"RIB", "RIBS", "CXR", "PA", "AP"})
 # Explicit non-chest regions (DICOM PS3.16 Annex L defined terms and common spellings), compared with the
 # value's words and with the value with spaces, dashes and underscores removed ("L-SPINE" -> "LSPINE").
-_NON_CHEST_PARTS = frozenset({
-    "HEAD", "SKULL", "BRAIN", "FACE", "JAW", "MANDIBLE", "MAXILLA", "TMJ", "SINUS", "ORBIT", "NOSE", "EAR",
-    "IAC", "SELLA", "MASTOID", "ZYGOMA", "TEETH", "TOOTH", "NECK", "HEADNECK", "CSPINE", "TSPINE", "LSPINE",
-    "SSPINE", "CTSPINE", "TLSPINE", "LSSPINE", "SPINE", "SACRUM", "COCCYX", "ABDOMEN", "ABDOMENPELVIS", "PELVIS",
-    "HIP", "SIJOINT", "KIDNEY", "BLADDER", "COLON", "STOMACH", "LIVER", "BOWEL", "ESOPHAGUS", "UTERUS",
-    "PROSTATE", "BREAST", "SHOULDER", "CLAVICLE", "SCAPULA", "ARM", "HUMERUS", "ELBOW", "FOREARM", "RADIUS",
-    "ULNA", "WRIST", "HAND", "FINGER", "THUMB", "LEG", "FEMUR", "KNEE", "PATELLA", "TIBIA", "FIBULA", "ANKLE",
-    "FOOT", "HEEL", "CALCANEUS", "TOE", "EXTREMITY", "UPPEREXTREMITY", "LOWEREXTREMITY", "WHOLEBODY",
-})
+_NON_CHEST_PARTS = frozenset(
+    {
+        "HEAD",
+        "SKULL",
+        "BRAIN",
+        "FACE",
+        "JAW",
+        "MANDIBLE",
+        "MAXILLA",
+        "TMJ",
+        "SINUS",
+        "ORBIT",
+        "NOSE",
+        "EAR",
+        "IAC",
+        "SELLA",
+        "MASTOID",
+        "ZYGOMA",
+        "TEETH",
+        "TOOTH",
+        "NECK",
+        "HEADNECK",
+        "CSPINE",
+        "TSPINE",
+        "LSPINE",
+        "SSPINE",
+        "CTSPINE",
+        "TLSPINE",
+        "LSSPINE",
+        "SPINE",
+        "SACRUM",
+        "COCCYX",
+        "ABDOMEN",
+        "ABDOMENPELVIS",
+        "PELVIS",
+        "HIP",
+        "SIJOINT",
+        "KIDNEY",
+        "BLADDER",
+        "COLON",
+        "STOMACH",
+        "LIVER",
+        "BOWEL",
+        "ESOPHAGUS",
+        "UTERUS",
+        "PROSTATE",
+        "BREAST",
+        "SHOULDER",
+        "CLAVICLE",
+        "SCAPULA",
+        "ARM",
+        "HUMERUS",
+        "ELBOW",
+        "FOREARM",
+        "RADIUS",
+        "ULNA",
+        "WRIST",
+        "HAND",
+        "FINGER",
+        "THUMB",
+        "LEG",
+        "FEMUR",
+        "KNEE",
+        "PATELLA",
+        "TIBIA",
+        "FIBULA",
+        "ANKLE",
+        "FOOT",
+        "HEEL",
+        "CALCANEUS",
+        "TOE",
+        "EXTREMITY",
+        "UPPEREXTREMITY",
+        "LOWEREXTREMITY",
+        "WHOLEBODY",
+    }
+)
 
 
 def check_dicom_header(ds: Dataset, path: str) -> None:
@@ -71,7 +188,8 @@ def check_dicom_header(ds: Dataset, path: str) -> None:
         raise NotAChestRadiographError(
             f"{path}: not a chest radiograph: the DICOM Modality is {shown}; only projection radiographs "
             f"({', '.join(sorted(RADIOGRAPH_MODALITIES))}) are scored",
-            reason="modality", detail=modality,
+            reason="modality",
+            detail=modality,
         )
 
     view = _view(ds)
@@ -79,20 +197,26 @@ def check_dicom_header(ds: Dataset, path: str) -> None:
         kind, tag, value = view
         raise NotAChestRadiographError(
             f"{path}: not a frontal chest radiograph: {tag} says {value!r} ({kind} view); only frontal "
-            "(PA/AP) films are scored", reason=kind, detail=value,
+            "(PA/AP) films are scored",
+            reason=kind,
+            detail=value,
         )
 
     orientation = _orientation_problem(_get(ds, "PatientOrientation"))
     if orientation is not None:
         reason, value, why = orientation
         raise NotAChestRadiographError(
-            f"{path}: not scored: Patient Orientation {value!r} says {why}", reason=reason, detail=value,
+            f"{path}: not scored: Patient Orientation {value!r} says {why}",
+            reason=reason,
+            detail=value,
         )
 
     part = str(_get(ds, "BodyPartExamined") or "").strip()
     if part and _is_non_chest(_text(part)):
         raise NotAChestRadiographError(
-            f"{path}: not a chest radiograph: Body Part Examined is {part!r}", reason="body_part", detail=part,
+            f"{path}: not a chest radiograph: Body Part Examined is {part!r}",
+            reason="body_part",
+            detail=part,
         )
 
 

@@ -99,7 +99,9 @@ def check_orientation(det: Detector, gate: ContentCheck, score: float, source: s
     if float(back.min()) < score - margin:
         raise NotAChestRadiographError(
             f"{source}: not scored: the film looks {gate.suspect} (score {score:.1f}; turned back "
-            f"{float(back.min()):.1f}); turn it upright and send it again", reason="orientation", detail=gate.suspect,
+            f"{float(back.min()):.1f}); turn it upright and send it again",
+            reason="orientation",
+            detail=gate.suspect,
         )
 
 
@@ -113,14 +115,17 @@ def input_statistics(det: Detector) -> InputStatistics | None:
         del _statistics[next(iter(_statistics))]
     _statistics[id(det.payload)] = (det.payload, stats)  # the payload is kept, so its id is not reused
     if stats is None:
-        logger.warning(f"model {det.version} holds no input statistics (anatpaste.gate.picture): the layout and "
-                       "texture checks do not run, and orientation is judged by the geometry and the score alone; "
-                       "refit them with anatpaste.gate.picture.with_input_statistics")
+        logger.warning(
+            f"model {det.version} holds no input statistics (anatpaste.gate.picture): the layout and "
+            "texture checks do not run, and orientation is judged by the geometry and the score alone; "
+            "refit them with anatpaste.gate.picture.with_input_statistics"
+        )
     return stats
 
 
-def check_turned(det: Detector, stats: InputStatistics, gate: ContentCheck, grid: np.ndarray, score: float,
-                 source: str) -> None:
+def check_turned(
+    det: Detector, stats: InputStatistics, gate: ContentCheck, grid: np.ndarray, score: float, source: str
+) -> None:
     """Refuse a film whose turned-back copy is both laid out and scored more like the normals (module docstring).
 
     ``gate.measures`` gets ``layout`` (the picture as it is, in spreads), ``turned_gain`` (the layout gain of
@@ -145,7 +150,9 @@ def check_turned(det: Detector, stats: InputStatistics, gate: ContentCheck, grid
         raise NotAChestRadiographError(
             f"{source}: not scored: the film looks {way} (turned back, its layout is {gains[way]:.1f} spreads "
             f"closer to the training films' and it scores {float(back.min()):.1f} instead of {score:.1f}); turn it "
-            "upright and send it again", reason="orientation", detail=way,
+            "upright and send it again",
+            reason="orientation",
+            detail=way,
         )
 
 
@@ -197,17 +204,24 @@ def model_checks(det: Detector, gate: ContentCheck, score: float, source: str, *
     flags = familiarity_flags(score, limit) + picture_flags(det, stats, gate, grid)
     if strict and flags:
         h, w = gate.pixels.shape
-        seen = {"unfamiliar": (score, limit), "unusual_layout": (gate.measures.get("layout"), LAYOUT_SPREADS),
-                "unusual_texture": (gate.measures.get("texture"), TEXTURE_SPREADS),
-                "partial_film": (max(h, w) / min(h, w), PARTIAL_ASPECT)}
+        seen = {
+            "unfamiliar": (score, limit),
+            "unusual_layout": (gate.measures.get("layout"), LAYOUT_SPREADS),
+            "unusual_texture": (gate.measures.get("texture"), TEXTURE_SPREADS),
+            "partial_film": (max(h, w) / min(h, w), PARTIAL_ASPECT),
+        }
         value, most = seen[flags[0]]
-        raise NotAChestRadiographError(f"{source}: not scored: {WARNINGS[flags[0]]} ({value:.1f}, limit {most:.1f})",
-                                       reason=flags[0], detail=f"{value:.4f}")
+        raise NotAChestRadiographError(
+            f"{source}: not scored: {WARNINGS[flags[0]]} ({value:.1f}, limit {most:.1f})",
+            reason=flags[0],
+            detail=f"{value:.4f}",
+        )
     return flags
 
 
-def score_gated(det: Detector, pixels: np.ndarray, source: str, *, maps: bool = True,
-                strict: bool = False) -> tuple[ScoreResult, ContentCheck]:
+def score_gated(
+    det: Detector, pixels: np.ndarray, source: str, *, maps: bool = True, strict: bool = False
+) -> tuple[ScoreResult, ContentCheck]:
     """The whole content gate and the score, as ``anatpaste score`` and the server's /infer run them.
 
     Returns the score of what the gate passed (re-inverted if ``gate.fixed`` says so) and the gate, whose

@@ -59,7 +59,6 @@ MIN_NORMALS = 2 * FOLDS * 4  # fewer normals than this cannot give a covariance 
 TEXTURE_STAGES = ("layer1", "layer2")
 
 
-
 # ----------------------------------------------------------------------------- the picture's film area
 
 
@@ -90,8 +89,10 @@ def _crop_like(mask: np.ndarray, area: tuple[int, int, int, int], side: int) -> 
     """The part of ``mask`` (any resolution, same picture) that ``area`` (on a ``side``-px grid) covers."""
     h, w = mask.shape
     r0, r1, c0, c1 = area
-    return mask[r0 * h // side : max(r0 * h // side + 1, r1 * h // side),
-                c0 * w // side : max(c0 * w // side + 1, c1 * w // side)]
+    return mask[
+        r0 * h // side : max(r0 * h // side + 1, r1 * h // side),
+        c0 * w // side : max(c0 * w // side + 1, c1 * w // side),
+    ]
 
 
 def layout_vector(grid: np.ndarray) -> np.ndarray:
@@ -102,8 +103,9 @@ def layout_vector(grid: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def texture_vectors(encoder: ResNet18Encoder, grids: list[np.ndarray], lungs: list[np.ndarray | None],
-                    mean: float, std: float) -> np.ndarray:
+def texture_vectors(
+    encoder: ResNet18Encoder, grids: list[np.ndarray], lungs: list[np.ndarray | None], mean: float, std: float
+) -> np.ndarray:
     """Texture vectors (N, 768) of model input grids (uint8 (S, S)) and their lung masks (any resolution).
 
     Per channel of ``layer1`` and ``layer2``: mean and standard deviation over the film area, then over the
@@ -142,8 +144,11 @@ def texture_vectors(encoder: ResNet18Encoder, grids: list[np.ndarray], lungs: li
 def _weights(mask: np.ndarray, hw: tuple[int, int]) -> torch.Tensor:
     """A mask as pooling weights (1, h, w) summing to 1 on a feature map's grid (area-averaged)."""
     m = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]
-    m = F.adaptive_avg_pool2d(m, hw)[0] if m.shape[-2] >= hw[0] and m.shape[-1] >= hw[1] else \
-        F.interpolate(m, size=hw, mode="bilinear", align_corners=False)[0]
+    m = (
+        F.adaptive_avg_pool2d(m, hw)[0]
+        if m.shape[-2] >= hw[0] and m.shape[-1] >= hw[1]
+        else F.interpolate(m, size=hw, mode="bilinear", align_corners=False)[0]
+    )
     total = float(m.sum())
     return m / total if total > 0 else torch.full_like(m, 1.0 / (hw[0] * hw[1]))
 
@@ -199,14 +204,19 @@ class Familiarity:
         return (np.asarray(distance, dtype=np.float64) - self.median) / self.spread
 
     def state_dict(self) -> dict[str, Any]:
-        return {"mean": torch.from_numpy(self.mean.astype(np.float32)),
-                "precision": torch.from_numpy(self.precision.astype(np.float32)),
-                "crossfit_distances": [float(d) for d in self.crossfit]}
+        return {
+            "mean": torch.from_numpy(self.mean.astype(np.float32)),
+            "precision": torch.from_numpy(self.precision.astype(np.float32)),
+            "crossfit_distances": [float(d) for d in self.crossfit],
+        }
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> Familiarity:
-        return cls(np.asarray(state["mean"], dtype=np.float64), np.asarray(state["precision"], dtype=np.float64),
-                   np.sort(np.asarray(state["crossfit_distances"], dtype=np.float64)))
+        return cls(
+            np.asarray(state["mean"], dtype=np.float64),
+            np.asarray(state["precision"], dtype=np.float64),
+            np.sort(np.asarray(state["crossfit_distances"], dtype=np.float64)),
+        )
 
 
 def _mahalanobis(x: np.ndarray, mu: np.ndarray, precision: np.ndarray) -> np.ndarray:
@@ -233,16 +243,16 @@ class InputStatistics:
         """Layout distance, in spreads, of ``grid`` as it is (``"as is"``) and turned back each way."""
         t = layout_vector(grid).reshape(THUMB_SIDE, THUMB_SIDE)
         ways = {"as is": t, **{f"{k}:{i}": f(t) for k, fs in TURN_BACK.items() for i, f in enumerate(fs)}}
-        d = self.layout.units(self.layout.distance(np.stack([np.ascontiguousarray(v).ravel()
-                                                              for v in ways.values()])))
+        d = self.layout.units(self.layout.distance(np.stack([np.ascontiguousarray(v).ravel() for v in ways.values()])))
         return dict(zip(ways, (float(v) for v in d), strict=True))
 
 
 # ----------------------------------------------------------------------------- fitting
 
 
-def fit_input_statistics(payload: dict[str, Any], normals: ImageSet, *, encoder: ResNet18Encoder | None = None,
-                         seed: int = 0) -> dict[str, Any]:
+def fit_input_statistics(
+    payload: dict[str, Any], normals: ImageSet, *, encoder: ResNet18Encoder | None = None, seed: int = 0
+) -> dict[str, Any]:
     """The ``payload[KEY]`` entry for a model payload and the normals its Gaussians were fitted on.
 
     Args:
@@ -265,8 +275,12 @@ def fit_input_statistics(payload: dict[str, Any], normals: ImageSet, *, encoder:
     pre = payload["preprocessing"]
     grids = [g[0].numpy() for g in normals.images]
     lungs = [m[0].numpy() for m in normals.lungs]
-    texture = np.concatenate([texture_vectors(enc, grids[i : i + 64], lungs[i : i + 64], float(pre["norm_mean"]),
-                                              float(pre["norm_std"])) for i in range(0, len(grids), 64)])
+    texture = np.concatenate(
+        [
+            texture_vectors(enc, grids[i : i + 64], lungs[i : i + 64], float(pre["norm_mean"]), float(pre["norm_std"]))
+            for i in range(0, len(grids), 64)
+        ]
+    )
     layout = np.stack([layout_vector(g) for g in grids])
     return {
         "version": VERSION,
@@ -275,15 +289,18 @@ def fit_input_statistics(payload: dict[str, Any], normals: ImageSet, *, encoder:
         "n_normals": len(normals),
         "seed": seed,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "how": (f"Ledoit-Wolf Gaussians of the normals' layout ({THUMB_SIDE}x{THUMB_SIDE} thumbnail of the film "
-                f"area) and texture ({'+'.join(TEXTURE_STAGES)} channel mean and spread, film area and lung "
-                f"fields); crossfit_distances: each normal's distance to a Gaussian fitted without it "
-                f"({FOLDS} folds)"),
+        "how": (
+            f"Ledoit-Wolf Gaussians of the normals' layout ({THUMB_SIDE}x{THUMB_SIDE} thumbnail of the film "
+            f"area) and texture ({'+'.join(TEXTURE_STAGES)} channel mean and spread, film area and lung "
+            f"fields); crossfit_distances: each normal's distance to a Gaussian fitted without it "
+            f"({FOLDS} folds)"
+        ),
     }
 
 
-def with_input_statistics(payload: dict[str, Any], normals: ImageSet, *, encoder_changed: bool = True,
-                          **kwargs: Any) -> dict[str, Any]:
+def with_input_statistics(
+    payload: dict[str, Any], normals: ImageSet, *, encoder_changed: bool = True, **kwargs: Any
+) -> dict[str, Any]:
     """A copy of ``payload`` holding :func:`fit_input_statistics` of ``normals`` (the input is not changed).
 
     With fewer than ``MIN_NORMALS`` normals nothing is fitted (a warning says so): the copy keeps ``payload``'s
@@ -299,8 +316,13 @@ def with_input_statistics(payload: dict[str, Any], normals: ImageSet, *, encoder
     """
     if len(normals) < MIN_NORMALS:
         kept = not encoder_changed and KEY in payload
-        logger.warning(f"{len(normals)} normals are too few for the input statistics (need {MIN_NORMALS}): "
-                       + ("the model file keeps its earlier ones" if kept else
-                          "the model file holds none, and the gate's layout and texture checks will not run"))
+        logger.warning(
+            f"{len(normals)} normals are too few for the input statistics (need {MIN_NORMALS}): "
+            + (
+                "the model file keeps its earlier ones"
+                if kept
+                else "the model file holds none, and the gate's layout and texture checks will not run"
+            )
+        )
         return dict(payload) if kept else {k: v for k, v in payload.items() if k != KEY}
     return {**payload, KEY: fit_input_statistics(payload, normals, **kwargs)}

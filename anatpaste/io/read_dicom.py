@@ -113,9 +113,7 @@ def _radiograph(ds: Dataset, path: str, *, max_pixels: int, forced: bool) -> Rad
         raise UnsupportedImageError(f"{path}: {samples} samples per pixel; expected 1 (grey) or 3")
     rows, cols = _int(ds.get("Rows"), 0), _int(ds.get("Columns"), 0)
     if rows * cols > max_pixels:
-        raise ImageTooLargeError(
-            f"{path}: {rows}x{cols} = {rows * cols} pixels exceeds the limit of {max_pixels}"
-        )
+        raise ImageTooLargeError(f"{path}: {rows}x{cols} = {rows * cols} pixels exceeds the limit of {max_pixels}")
 
     _check_pixel_module(ds, path)
 

@@ -53,9 +53,7 @@ def read_raster(path: str | os.PathLike, *, max_pixels: int) -> Radiograph:
                 )
             n_frames = int(getattr(im, "n_frames", 1))
             if n_frames > 1:
-                raise UnsupportedImageError(
-                    f"{fmt.upper()} has {n_frames} frames; expected a single 2-D radiograph"
-                )
+                raise UnsupportedImageError(f"{fmt.upper()} has {n_frames} frames; expected a single 2-D radiograph")
             mode = im.mode
             # exif_transpose decodes the image (or returns a loaded copy when orientation is absent).
             oriented = ImageOps.exif_transpose(im)
@@ -68,8 +66,12 @@ def read_raster(path: str | os.PathLike, *, max_pixels: int) -> Radiograph:
         raise UnreadableImageError(f"{path}: cannot decode image: {exc}") from exc
 
     unit = as_unit_image(pixels)
-    meta = {"format": "jpeg" if fmt == "mpo" else fmt, "mode": mode, "Rows": str(unit.shape[0]),
-            "Columns": str(unit.shape[1])}
+    meta = {
+        "format": "jpeg" if fmt == "mpo" else fmt,
+        "mode": mode,
+        "Rows": str(unit.shape[0]),
+        "Columns": str(unit.shape[1]),
+    }
     return Radiograph(pixels=unit, spacing=None, source=os.fspath(path), modality=None, meta=meta)
 
 

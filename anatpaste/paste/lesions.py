@@ -73,9 +73,7 @@ def lesion_profile(family: str, lung: torch.Tensor, g: torch.Generator) -> torch
     return prof * lung.float()
 
 
-def add_lesions(
-    images: torch.Tensor, lung: torch.Tensor, family: str, generator: torch.Generator
-) -> torch.Tensor:
+def add_lesions(images: torch.Tensor, lung: torch.Tensor, family: str, generator: torch.Generator) -> torch.Tensor:
     """Brighten ``images`` (B, 1, H, W) float [0, 1] with one ``family`` lesion each, inside ``lung``."""
     if images.ndim != 4 or images.shape[1] != 1:
         raise ValueError(f"expected grey images (B, 1, H, W), got {tuple(images.shape)}")

@@ -36,8 +36,15 @@ def heatmap_capture(source: Dataset, finding: Finding) -> hd.sc.SCImage:
     if finding.heatmap is None or finding.display is None:
         raise ValueError("a heatmap capture needs the finding's heatmap and the film as scored")
     rgb = render_overlay(finding.display, finding.heatmap, finding.lung_mask, finding.heat_display_max)
-    rgb = _with_notice(rgb, [RESEARCH_NOTICE, f"AnatPaste anomaly heatmap - score {finding.score:.2f} "
-                             f"(threshold {finding.threshold:.2f}): {finding.label}", finding.model_version])
+    rgb = _with_notice(
+        rgb,
+        [
+            RESEARCH_NOTICE,
+            f"AnatPaste anomaly heatmap - score {finding.score:.2f} "
+            f"(threshold {finding.threshold:.2f}): {finding.label}",
+            finding.model_version,
+        ],
+    )
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=source,
         pixel_array=rgb,

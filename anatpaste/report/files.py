@@ -19,8 +19,15 @@ def is_dicom(path: str | os.PathLike) -> bool:
         return f.read(132)[128:] == b"DICM"
 
 
-def write_for_input(path: str | os.PathLike, out_dir: str | os.PathLike, result: Any, flags: list[str],
-                    fixed: list[str], display: np.ndarray, heat_display_max: float) -> list[Path]:
+def write_for_input(
+    path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    result: Any,
+    flags: list[str],
+    fixed: list[str],
+    display: np.ndarray,
+    heat_display_max: float,
+) -> list[Path]:
     """SR, lung SEG and heatmap capture of ``result`` (a ScoreResult with maps) as ``<stem>_<kind>.dcm``."""
     if not is_dicom(path):
         return []

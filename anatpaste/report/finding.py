@@ -24,13 +24,27 @@ class Finding:
     heat_display_max: float = 1.0
 
     @classmethod
-    def of(cls, result: Any, flags: list[str] | None = None, fixed: list[str] | None = None,
-           display: np.ndarray | None = None, heat_display_max: float = 1.0) -> Finding:
+    def of(
+        cls,
+        result: Any,
+        flags: list[str] | None = None,
+        fixed: list[str] | None = None,
+        display: np.ndarray | None = None,
+        heat_display_max: float = 1.0,
+    ) -> Finding:
         """From an :class:`anatpaste.score.detector.ScoreResult` and the content gate's flags/fixes."""
-        return cls(score=float(result.score), threshold=float(result.threshold), label=result.label,
-                   model_version=result.model_version, flags=list(flags or []), fixed=list(fixed or []),
-                   heatmap=result.heatmap, lung_mask=result.lung_mask, display=display,
-                   heat_display_max=float(heat_display_max))
+        return cls(
+            score=float(result.score),
+            threshold=float(result.threshold),
+            label=result.label,
+            model_version=result.model_version,
+            flags=list(flags or []),
+            fixed=list(fixed or []),
+            heatmap=result.heatmap,
+            lung_mask=result.lung_mask,
+            display=display,
+            heat_display_max=float(heat_display_max),
+        )
 
     @property
     def gate_verdict(self) -> str:

@@ -14,11 +14,17 @@ from anatpaste.report.uids import SERIES_NUMBER, instance_uid, series_uid
 
 def _device_context(model_version: str) -> hd.sr.ObservationContext:
     device = hd.sr.DeviceObserverIdentifyingAttributes(
-        uid=DEVICE_UID, name="AnatPaste", manufacturer_name=MANUFACTURER, model_name=MODEL_NAME,
+        uid=DEVICE_UID,
+        name="AnatPaste",
+        manufacturer_name=MANUFACTURER,
+        model_name=MODEL_NAME,
         serial_number=model_version[:64],  # software has no serial number: the model file it ran stands in
     )
-    return hd.sr.ObservationContext(observer_device_context=hd.sr.ObserverContext(
-        observer_type=hd.sr.CodedConcept("121007", "DCM", "Device"), observer_identifying_attributes=device))
+    return hd.sr.ObservationContext(
+        observer_device_context=hd.sr.ObserverContext(
+            observer_type=hd.sr.CodedConcept("121007", "DCM", "Device"), observer_identifying_attributes=device
+        )
+    )
 
 
 def result_sr(source: Dataset, finding: Finding) -> hd.sr.ComprehensiveSR:
@@ -27,12 +33,19 @@ def result_sr(source: Dataset, finding: Finding) -> hd.sr.ComprehensiveSR:
         name="AnatPaste", version=finding.model_version[:64], parameters=[f"threshold={finding.threshold:.6g}"]
     )
     score = hd.sr.Measurement(
-        name=codes.ANOMALY_SCORE, value=round(finding.score, 6), unit=codes.NO_UNITS, algorithm_id=algorithm,
-        method=codes.METHOD, finding_sites=[hd.sr.FindingSite(codes.THORAX)],
+        name=codes.ANOMALY_SCORE,
+        value=round(finding.score, 6),
+        unit=codes.NO_UNITS,
+        algorithm_id=algorithm,
+        method=codes.METHOD,
+        finding_sites=[hd.sr.FindingSite(codes.THORAX)],
         properties=hd.sr.MeasurementProperties(normality=codes.normality(finding.label)),
     )
     threshold = hd.sr.Measurement(
-        name=codes.THRESHOLD, value=round(finding.threshold, 6), unit=codes.NO_UNITS, algorithm_id=algorithm,
+        name=codes.THRESHOLD,
+        value=round(finding.threshold, 6),
+        unit=codes.NO_UNITS,
+        algorithm_id=algorithm,
     )
     verdicts = [
         evaluation(codes.VERDICT, codes.normality(finding.label)),
@@ -45,8 +58,12 @@ def result_sr(source: Dataset, finding: Finding) -> hd.sr.ComprehensiveSR:
             uid=instance_uid(source.SOPInstanceUID, "tracking", finding.model_version),
             identifier="AnatPaste anomaly score",
         ),
-        method=codes.METHOD, algorithm_id=algorithm, finding_sites=[hd.sr.FindingSite(codes.THORAX)],
-        measurements=[score, threshold], qualitative_evaluations=verdicts, source_images=source_reference(source),
+        method=codes.METHOD,
+        algorithm_id=algorithm,
+        finding_sites=[hd.sr.FindingSite(codes.THORAX)],
+        measurements=[score, threshold],
+        qualitative_evaluations=verdicts,
+        source_images=source_reference(source),
     )
     comments = [
         f"{RESEARCH_NOTICE}. Self-supervised anomaly score of a frontal chest radiograph (AnatPaste, trained on "
@@ -56,7 +73,11 @@ def result_sr(source: Dataset, finding: Finding) -> hd.sr.ComprehensiveSR:
     ]
     report = measurement_report(source, _device_context(finding.model_version), group, comments)
     return sr_document(
-        source, report, series_uid=series_uid(source.StudyInstanceUID, "sr", finding.model_version),
-        series_number=SERIES_NUMBER["sr"], sop_uid=instance_uid(source.SOPInstanceUID, "sr", finding.model_version),
-        model_version=finding.model_version, description="AnatPaste anomaly score",
+        source,
+        report,
+        series_uid=series_uid(source.StudyInstanceUID, "sr", finding.model_version),
+        series_number=SERIES_NUMBER["sr"],
+        sop_uid=instance_uid(source.SOPInstanceUID, "sr", finding.model_version),
+        model_version=finding.model_version,
+        description="AnatPaste anomaly score",
     )

@@ -17,12 +17,17 @@ def lung_seg(source: Dataset, lung_mask: np.ndarray, model_version: str) -> hd.s
     if mask.shape != (int(source.Rows), int(source.Columns)):
         raise ValueError(f"lung mask {mask.shape} is not on the source's grid {source.Rows}x{source.Columns}")
     algorithm = hd.AlgorithmIdentificationSequence(
-        name="AnatPaste lung fields", family=codes.HISTOGRAM_ANALYSIS, version=model_version[:64],
+        name="AnatPaste lung fields",
+        family=codes.HISTOGRAM_ANALYSIS,
+        version=model_version[:64],
         source=MANUFACTURER,
     )
     segment = hd.seg.SegmentDescription(
-        segment_number=1, segment_label="Lung fields", segmented_property_category=codes.ANATOMICAL_STRUCTURE,
-        segmented_property_type=codes.LUNG, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        segment_number=1,
+        segment_label="Lung fields",
+        segmented_property_category=codes.ANATOMICAL_STRUCTURE,
+        segmented_property_type=codes.LUNG,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=algorithm,
     )
     seg = hd.seg.Segmentation(

@@ -31,8 +31,12 @@ def measurement_report(
         name=codes.QUALITATIVE_EVALUATIONS, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
     )
     evaluations.ContentSequence = hd.sr.ContentSequence(
-        [hd.sr.TextContentItem(name=codes.COMMENT, value=text[:1024],
-                               relationship_type=hd.sr.RelationshipTypeValues.CONTAINS) for text in comments]
+        [
+            hd.sr.TextContentItem(
+                name=codes.COMMENT, value=text[:1024], relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+            )
+            for text in comments
+        ]
     )
     report[0].ContentSequence.append(evaluations)
     return report
@@ -50,39 +54,63 @@ def image_library(source: Dataset) -> hd.sr.ContainerContentItem:
     radiographs lack one (they are "MC: if known")."""
     modality = str(source.get("Modality") or "OT")
     descriptors = [
-        hd.sr.CodeContentItem(name=codes_dcm("121139", "Modality"), relationship_type=_ACQ,
-                              value=CodedConcept(modality, "DCM", _MODALITIES.get(modality, modality))),
-        hd.sr.NumContentItem(name=codes_dcm("110910", "Pixel Data Rows"), value=int(source.Rows), unit=_PIXELS,
-                             relationship_type=_ACQ),
-        hd.sr.NumContentItem(name=codes_dcm("110911", "Pixel Data Columns"), value=int(source.Columns),
-                             unit=_PIXELS, relationship_type=_ACQ),
+        hd.sr.CodeContentItem(
+            name=codes_dcm("121139", "Modality"),
+            relationship_type=_ACQ,
+            value=CodedConcept(modality, "DCM", _MODALITIES.get(modality, modality)),
+        ),
+        hd.sr.NumContentItem(
+            name=codes_dcm("110910", "Pixel Data Rows"), value=int(source.Rows), unit=_PIXELS, relationship_type=_ACQ
+        ),
+        hd.sr.NumContentItem(
+            name=codes_dcm("110911", "Pixel Data Columns"),
+            value=int(source.Columns),
+            unit=_PIXELS,
+            relationship_type=_ACQ,
+        ),
     ]
     orientation = source.get("PatientOrientation")
     if orientation is not None and len(orientation) == 2 and all(orientation):
         descriptors += [
-            hd.sr.TextContentItem(name=codes_dcm("111044", "Patient Orientation Row"), value=str(orientation[0]),
-                                  relationship_type=_ACQ),
-            hd.sr.TextContentItem(name=codes_dcm("111043", "Patient Orientation Column"),
-                                  value=str(orientation[1]), relationship_type=_ACQ),
+            hd.sr.TextContentItem(
+                name=codes_dcm("111044", "Patient Orientation Row"), value=str(orientation[0]), relationship_type=_ACQ
+            ),
+            hd.sr.TextContentItem(
+                name=codes_dcm("111043", "Patient Orientation Column"),
+                value=str(orientation[1]),
+                relationship_type=_ACQ,
+            ),
         ]
     spacing = source.get("ImagerPixelSpacing")
     if spacing is not None and len(spacing) == 2:
         descriptors += [
-            hd.sr.NumContentItem(name=codes_dcm("111026", "Horizontal Pixel Spacing"), value=float(spacing[1]),
-                                 unit=_MM, relationship_type=_ACQ),
-            hd.sr.NumContentItem(name=codes_dcm("111066", "Vertical Pixel Spacing"), value=float(spacing[0]),
-                                 unit=_MM, relationship_type=_ACQ),
+            hd.sr.NumContentItem(
+                name=codes_dcm("111026", "Horizontal Pixel Spacing"),
+                value=float(spacing[1]),
+                unit=_MM,
+                relationship_type=_ACQ,
+            ),
+            hd.sr.NumContentItem(
+                name=codes_dcm("111066", "Vertical Pixel Spacing"),
+                value=float(spacing[0]),
+                unit=_MM,
+                relationship_type=_ACQ,
+            ),
         ]
     image = hd.sr.ImageContentItem(
-        name=CodedConcept("260753009", "SCT", "Source"), referenced_sop_class_uid=source.SOPClassUID,
-        referenced_sop_instance_uid=source.SOPInstanceUID, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+        name=CodedConcept("260753009", "SCT", "Source"),
+        referenced_sop_class_uid=source.SOPClassUID,
+        referenced_sop_instance_uid=source.SOPInstanceUID,
+        relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
     )
     image.ContentSequence = hd.sr.ContentSequence(descriptors)
-    group = hd.sr.ContainerContentItem(name=codes_dcm("126200", "Image Library Group"),
-                                       relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+    group = hd.sr.ContainerContentItem(
+        name=codes_dcm("126200", "Image Library Group"), relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+    )
     group.ContentSequence = hd.sr.ContentSequence([image])
-    library = hd.sr.ContainerContentItem(name=codes_dcm("111028", "Image Library"),
-                                         relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+    library = hd.sr.ContainerContentItem(
+        name=codes_dcm("111028", "Image Library"), relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+    )
     library.ContentSequence = hd.sr.ContentSequence([group])
     return library
 
@@ -99,8 +127,16 @@ def source_reference(source: Dataset) -> list[hd.sr.SourceImageForMeasurementGro
     return [hd.sr.SourceImageForMeasurementGroup.from_source_image(source)]
 
 
-def sr_document(source: Dataset, report: hd.sr.MeasurementReport, *, series_uid: str, series_number: int,
-                sop_uid: str, model_version: str, description: str) -> hd.sr.ComprehensiveSR:
+def sr_document(
+    source: Dataset,
+    report: hd.sr.MeasurementReport,
+    *,
+    series_uid: str,
+    series_number: int,
+    sop_uid: str,
+    model_version: str,
+    description: str,
+) -> hd.sr.ComprehensiveSR:
     """A Comprehensive SR in ``source``'s study (patient and study modules copied by highdicom from the evidence),
     final but not verified: no person attests the AI's content."""
     sr = hd.sr.ComprehensiveSR(

@@ -27,18 +27,30 @@ def autocast_for(device: torch.device) -> torch.autocast:
 
 @overload
 def extract(
-    encoder: ResNet18Encoder, images: torch.Tensor, mean: float, std: float,
-    with_grid: Literal[False] = False, batch_size: int = 128,
+    encoder: ResNet18Encoder,
+    images: torch.Tensor,
+    mean: float,
+    std: float,
+    with_grid: Literal[False] = False,
+    batch_size: int = 128,
 ) -> tuple[torch.Tensor, None]: ...
 @overload
 def extract(
-    encoder: ResNet18Encoder, images: torch.Tensor, mean: float, std: float,
-    with_grid: Literal[True], batch_size: int = 128,
+    encoder: ResNet18Encoder,
+    images: torch.Tensor,
+    mean: float,
+    std: float,
+    with_grid: Literal[True],
+    batch_size: int = 128,
 ) -> tuple[torch.Tensor, torch.Tensor]: ...
 @overload
 def extract(
-    encoder: ResNet18Encoder, images: torch.Tensor, mean: float, std: float,
-    with_grid: bool, batch_size: int = 128,
+    encoder: ResNet18Encoder,
+    images: torch.Tensor,
+    mean: float,
+    std: float,
+    with_grid: bool,
+    batch_size: int = 128,
 ) -> tuple[torch.Tensor, torch.Tensor | None]: ...
 
 

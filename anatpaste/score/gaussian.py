@@ -54,4 +54,3 @@ class GaussianScorer:
     @classmethod
     def from_state_dict(cls, state: dict[str, torch.Tensor]) -> GaussianScorer:
         return cls(state["mean"], state["precision"])
-

@@ -90,7 +90,10 @@ class HeatmapScorer:
 
     def state_dict(self) -> dict[str, torch.Tensor | list[int]]:
         out: dict[str, torch.Tensor | list[int]] = {
-            "channels": self.channels, "mean": self.mean, "precision": self.precision, "grid": list(self.grid)
+            "channels": self.channels,
+            "mean": self.mean,
+            "precision": self.precision,
+            "grid": list(self.grid),
         }
         if self.scale is not None:
             out["location_scale"] = self.scale
@@ -98,8 +101,9 @@ class HeatmapScorer:
 
     @classmethod
     def from_state_dict(cls, state: dict) -> HeatmapScorer:
-        return cls(state["channels"], state["mean"], state["precision"], tuple(state["grid"]),
-                   state.get("location_scale"))
+        return cls(
+            state["channels"], state["mean"], state["precision"], tuple(state["grid"]), state.get("location_scale")
+        )
 
 
 def _smooth(x: torch.Tensor, sigma: float) -> torch.Tensor:

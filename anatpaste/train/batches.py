@@ -39,8 +39,9 @@ class PastedBatches:
     @classmethod
     def on_device(cls, train_set: ImageSet, device: torch.device, size: int, balance_sources: bool) -> PastedBatches:
         cdf = source_balanced_cdf(train_set.source) if balance_sources else None
-        return cls(train_set.images.to(device), train_set.lungs.to(device),
-                   cdf.to(device) if cdf is not None else None, size)
+        return cls(
+            train_set.images.to(device), train_set.lungs.to(device), cdf.to(device) if cdf is not None else None, size
+        )
 
     def draw(self, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(originals, pasted copies), float [0, 1] (B, 1, S, S) each; every random number from ``gen``."""

@@ -212,9 +212,14 @@ def run_summary(run: RunState, config: TrainConfig, process: Process, start_step
     """The run as the model file records it (``training``), with the throughput of the steps run here."""
     images = 2 * config.batch_size * process.world * (config.steps - start_step)
     return {
-        "steps": config.steps, "selected_step": selected, "train_seconds": round(run.train_seconds, 2),
+        "steps": config.steps,
+        "selected_step": selected,
+        "train_seconds": round(run.train_seconds, 2),
         "images_per_s": round(images / max(run.train_seconds, 1e-9), 1),
-        "world_size": process.world, "bf16": process.bf16,
-        "history": run.history, "device": str(process.device), "anatpaste_version": __version__,
+        "world_size": process.world,
+        "bf16": process.bf16,
+        "history": run.history,
+        "device": str(process.device),
+        "anatpaste_version": __version__,
         "torch_version": str(torch.__version__),
     }

@@ -99,9 +99,16 @@ def save_checkpoint(run: RunState, path: Path, config: TrainConfig) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(
         {
-            "config": config.to_dict(), "net": run.net.state_dict(), "opt": run.opt.state_dict(),
-            "sched": run.sched.state_dict(), "gen": run.gen.get_state(), "step": run.step, "history": run.history,
-            "train_seconds": run.train_seconds, "best_auc": run.best.auc, "best_step": run.best.step,
+            "config": config.to_dict(),
+            "net": run.net.state_dict(),
+            "opt": run.opt.state_dict(),
+            "sched": run.sched.state_dict(),
+            "gen": run.gen.get_state(),
+            "step": run.step,
+            "history": run.history,
+            "train_seconds": run.train_seconds,
+            "best_auc": run.best.auc,
+            "best_step": run.best.step,
             "best_state": run.best.state,
         },
         tmp,
