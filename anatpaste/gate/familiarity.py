@@ -40,7 +40,7 @@ import numpy as np
 
 from anatpaste.errors import NotAChestRadiographError
 from anatpaste.gate.content import TURN_BACK, WARNINGS, ContentCheck, check_content
-from anatpaste.gate.picture import InputStatistics
+from anatpaste.gate.picture import InputStatistics, statistics_problem
 from anatpaste.image import as_unit_image
 from anatpaste.preprocess import model_grid
 
@@ -106,19 +106,21 @@ def check_orientation(det: Detector, gate: ContentCheck, score: float, source: s
 
 
 def input_statistics(det: Detector) -> InputStatistics | None:
-    """The model file's picture statistics; None (and a warning, once per model file) for a file without them."""
+    """The model file's picture statistics; None, and a warning saying why (once per model file), for a file
+    without usable ones: none, another format, or fitted with another encoder (``picture.statistics_problem``)."""
     known = _statistics.get(id(det.payload))
     if known is not None and known[0] is det.payload:
         return known[1]
-    stats = InputStatistics.of(det.payload)
+    problem = statistics_problem(det.payload)
+    stats = None if problem else InputStatistics.of(det.payload)
     while len(_statistics) >= 4:  # a few model files at a time (the server swaps versions): drop the oldest
         del _statistics[next(iter(_statistics))]
     _statistics[id(det.payload)] = (det.payload, stats)  # the payload is kept, so its id is not reused
-    if stats is None:
+    if problem:
         logger.warning(
-            f"model {det.version} holds no input statistics (anatpaste.gate.picture): the layout and "
-            "texture checks do not run, and orientation is judged by the geometry and the score alone; "
-            "refit them with anatpaste.gate.picture.with_input_statistics"
+            f"model {det.version} {problem} (anatpaste.gate.picture): the layout and texture checks do not run, "
+            "and orientation is judged by the geometry and the score alone; refit them with "
+            "anatpaste.gate.picture.with_input_statistics"
         )
     return stats
 

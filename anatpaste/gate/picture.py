@@ -20,15 +20,18 @@ Both are computed on the film area because real films differ most in how much bl
 exposure surrounds them (Montgomery's films are padded on three sides): without the padding, the films
 of a site the model never saw lie among the training normals.
 
-The statistics need the model's encoder, so whatever changes a model file's encoder or its normals
-(training export, ``calibrate``, ``adapt``) must refit them: call :func:`with_input_statistics` on the new
-payload with the normals it was fitted on. A model file without them still loads and scores; the gate then
-runs its older rules and says so (:func:`anatpaste.gate.familiarity.input_statistics`).
+The texture needs the model's encoder, so whatever changes a model file's encoder or its normals (training
+export, ``calibrate``, ``adapt``) should refit them: call :func:`with_input_statistics` on the new payload with
+the normals it was fitted on. They record the fingerprint of the encoder they were fitted with, so a payload
+whose encoder was replaced without refitting (a fine-tune copying its parent's entries) does not use them. A
+model file without usable statistics still loads and scores; the gate then runs its older rules and says why
+(:func:`anatpaste.gate.familiarity.input_statistics`).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import logging
 from dataclasses import dataclass
 from functools import cached_property
@@ -50,7 +53,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 KEY = "input_statistics"  # where a model payload holds them
-VERSION = 1
+VERSION = 2  # 2: with the fingerprint of the encoder they were fitted with
 THUMB_SIDE = 12  # the layout thumbnail: coarse enough to be the layout, not the detail
 PADDING_LEVEL = 0.05  # a border row / column darker on average than this (of the grid's range) is padding
 MIN_AREA_SIDE = 16  # a film area narrower than this (of the input grid) is no trim: the grid is used whole
@@ -224,6 +227,30 @@ def _mahalanobis(x: np.ndarray, mu: np.ndarray, precision: np.ndarray) -> np.nda
     return np.sqrt(np.maximum(np.einsum("nd,de,ne->n", d, precision, d), 0.0))
 
 
+def encoder_fingerprint(encoder_state: dict[str, Any]) -> str:
+    """SHA-256 of a model file's stored encoder (``payload["encoder"]``: int8 or fp32 tensors), key by key."""
+    h = hashlib.sha256()
+    for key in sorted(encoder_state):
+        value = encoder_state[key]
+        h.update(key.encode())
+        for t in (value["q"], value["scale"]) if isinstance(value, dict) else (value,):
+            h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
+            h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def statistics_problem(payload: dict[str, Any]) -> str | None:
+    """Why ``payload``'s statistics cannot be used (None: they can)."""
+    state = payload.get(KEY)
+    if not isinstance(state, dict):
+        return "holds no input statistics"
+    if int(state.get("version", 0)) != VERSION:
+        return f"holds input statistics of format {state.get('version')} (this anatpaste reads {VERSION})"
+    if state.get("encoder_sha256") != encoder_fingerprint(payload["encoder"]):
+        return "holds input statistics fitted with another encoder (a fine-tune that did not refit them)"
+    return None
+
+
 @dataclass(frozen=True)
 class InputStatistics:
     """The layout and texture Gaussians of a model file (``payload[KEY]``)."""
@@ -233,10 +260,11 @@ class InputStatistics:
 
     @classmethod
     def of(cls, payload: dict[str, Any]) -> InputStatistics | None:
-        """The model file's statistics, or None for a file written without them (or by a later version)."""
-        state = payload.get(KEY)
-        if not isinstance(state, dict) or int(state.get("version", 0)) != VERSION:
+        """The model file's statistics; None where :func:`statistics_problem` finds one (none, another format,
+        or fitted with another encoder than the file's)."""
+        if statistics_problem(payload) is not None:
             return None
+        state = payload[KEY]
         return cls(Familiarity.from_state_dict(state["layout"]), Familiarity.from_state_dict(state["texture"]))
 
     def layout_units(self, grid: np.ndarray) -> dict[str, float]:
@@ -260,7 +288,9 @@ def fit_input_statistics(
         normals: the model's training normals at its input size, with their lung masks (an ``ImageSet``:
             for a shipped file, the folders in ``payload["training"]["data"]``; after ``calibrate`` or
             ``adapt``, the site's normals the new statistics were fitted on).
-        encoder: the payload's encoder if the caller has it loaded already (it is not changed).
+        encoder: ``payload["encoder"]`` loaded, if the caller has it already (it is not changed). The
+            statistics record the fingerprint of ``payload["encoder"]``: a file whose encoder is replaced later
+            (a fine-tune) no longer uses them.
         seed: the cross-fitting folds.
 
     Raises:
@@ -286,6 +316,7 @@ def fit_input_statistics(
         "version": VERSION,
         "layout": Familiarity.fit(layout, seed).state_dict(),
         "texture": Familiarity.fit(texture, seed).state_dict(),
+        "encoder_sha256": encoder_fingerprint(payload["encoder"]),
         "n_normals": len(normals),
         "seed": seed,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
