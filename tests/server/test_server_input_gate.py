@@ -23,6 +23,7 @@ from anatpaste.io import read_radiograph
 NOT_CHEST = ("CT_small.dcm", "MR_small.dcm")
 REAL = SHARED_DATA / "lungmasks" / "images" / "MCUCXR_0001_0.png"  # an adult normal, Montgomery
 TURNED, INVERTED = "turned_film.png", "inverted_film.png"
+PHOTO = "camera_photo.png"  # scikit-image's cameraman: dark parts that pass for lung fields, no radiograph
 
 
 def png_bytes(pixels: np.ndarray, path: Path) -> bytes:
@@ -44,8 +45,15 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     pixels = read_radiograph(require(REAL)).pixels
     png_bytes(np.rot90(pixels), Path(studies) / TURNED)
     png_bytes(1.0 - pixels, Path(studies) / INVERTED)
+    png_bytes(_camera(), Path(studies) / PHOTO)
     with client:
         yield client
+
+
+def _camera() -> np.ndarray:
+    import skimage.data
+
+    return skimage.data.camera() / 255.0
 
 
 def test_an_uploaded_ct_slice_is_422_with_the_reason(client):
@@ -129,3 +137,15 @@ def test_an_uploaded_page_of_text_is_scored_and_flagged_unfamiliar(client, tmp_p
     assert r.status_code == 200, r.text
     res = r.json()
     assert "unfamiliar" in res["flags"] and any("far outside" in w for w in res["warnings"])
+
+
+def test_a_grey_photograph_is_scored_and_flagged_by_the_pictures_statistics(client, tmp_path):
+    """Upload and worklist alike: the model file's layout and texture statistics flag it, with the reason."""
+    r = client.post("/infer/anatpaste?output=json", files={"file": ("c.png", png_bytes(_camera(), tmp_path / "c.png"))})
+    assert r.status_code == 200, r.text
+    res = r.json()
+    assert {"unusual_layout", "unusual_texture"} <= set(res["flags"]) and res["score"] > 0
+    assert any("texture is unlike" in w for w in res["warnings"])
+    assert client.post("/scoring/anatpaste_score?run_sync=true").status_code == 200
+    info = client.get("/datastore/?output=all").json()["objects"][Path(PHOTO).stem]["image"]["info"]
+    assert {"unusual_layout", "unusual_texture"} <= set(info["anomaly_flags"]) and info["anomaly_score"] > 0
