@@ -21,7 +21,7 @@ import requests
 import urllib3
 
 from .answers import shorten
-from .client import _BROKEN, _TIMEOUTS, CHUNK, Timeouts, _caused_by, _os_reason, _read_some, normalize_server_url
+from .client import _BROKEN, _TIMEOUTS, BodyCut, Timeouts, _caused_by, _os_reason, normalize_server_url, read_capped
 from .dicom_objects import (
     MANUFACTURER,
     ArchiveFindings,
@@ -270,31 +270,22 @@ class ArchiveClient:
 
     def _read_body(self, resp: requests.Response, deadline: float) -> bytes:
         limit = self.max_response_bytes
-        length = resp.headers.get("content-length", "")
-        if length.isdigit() and int(length) > limit:
-            raise ArchiveAnswerError(f"the archive's answer is too large ({length} bytes; the limit is {limit})")
-        chunks, size = [], 0
-        while True:
-            if time.monotonic() > deadline:
+        try:
+            return read_capped(resp, limit, deadline)
+        except _TIMEOUTS as exc:
+            raise self._read_timeout() from exc
+        except _BROKEN as exc:
+            raise ArchiveAnswerError(f"the archive at {self.archive_url} broke off its answer") from exc
+        except BodyCut as cut:
+            if cut.why == "late":
                 raise ArchiveTimeoutError(
                     f"the answer from the archive at {self.archive_url} took longer than {self.timeouts.total:g} s"
-                )
-            try:
-                chunk = _read_some(resp.raw, CHUNK)
-            except _TIMEOUTS as exc:
-                raise self._read_timeout() from exc
-            except _BROKEN as exc:
-                raise ArchiveAnswerError(f"the archive at {self.archive_url} broke off its answer") from exc
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > limit:
-                raise ArchiveAnswerError(f"the archive's answer is larger than {limit} bytes (the module's limit)")
-            chunks.append(chunk)
-        body = b"".join(chunks)
-        if length.isdigit() and len(body) < int(length):
-            raise ArchiveAnswerError(f"the archive's answer is truncated ({len(body)} of {length} bytes)")
-        return body
+                ) from None
+            raise ArchiveAnswerError({
+                "declared": f"the archive's answer is too large ({cut.declared} bytes; the limit is {limit})",
+                "larger": f"the archive's answer is larger than {limit} bytes (the module's limit)",
+                "truncated": f"the archive's answer is truncated ({cut.got} of {cut.declared} bytes)",
+            }[cut.why]) from None
 
     def _read_timeout(self) -> ArchiveTimeoutError:
         return ArchiveTimeoutError(f"the archive at {self.archive_url} did not answer within {self.timeouts.read:g} s")

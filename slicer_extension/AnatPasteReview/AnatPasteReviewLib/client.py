@@ -356,31 +356,22 @@ class AnatPasteClient:
         return response
 
     def _read_body(self, resp: requests.Response, method: str, path: str, deadline: float) -> bytes:
-        length = resp.headers.get("content-length", "")
-        if length.isdigit() and int(length) > self.max_response_bytes:
-            raise BadResponseError(f"the server's answer is too large ({length} bytes)")
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            if time.monotonic() > deadline:
+        limit = self.max_response_bytes
+        try:
+            return read_capped(resp, limit, deadline)
+        except _TIMEOUTS as exc:
+            raise self._read_timeout(method, path) from exc
+        except _BROKEN as exc:
+            raise _broke_off(self.server_url, method, path, exc) from exc
+        except BodyCut as cut:
+            if cut.why == "late":
                 total = self.timeouts.total
-                raise ServerTimeoutError(f"the answer from {self.server_url} took longer than {total:g} s")
-            try:
-                chunk = _read_some(resp.raw, CHUNK)
-            except _TIMEOUTS as exc:
-                raise self._read_timeout(method, path) from exc
-            except _BROKEN as exc:
-                raise _broke_off(self.server_url, method, path, exc) from exc
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > self.max_response_bytes:
-                raise BadResponseError(f"the server's answer is larger than {self.max_response_bytes} bytes")
-            chunks.append(chunk)
-        body = b"".join(chunks)
-        if length.isdigit() and len(body) < int(length):
-            raise BadResponseError(f"the server's answer is truncated ({len(body)} of {length} bytes)")
-        return body
+                raise ServerTimeoutError(f"the answer from {self.server_url} took longer than {total:g} s") from None
+            raise BadResponseError({
+                "declared": f"the server's answer is too large ({cut.declared} bytes)",
+                "larger": f"the server's answer is larger than {limit} bytes",
+                "truncated": f"the server's answer is truncated ({cut.got} of {cut.declared} bytes)",
+            }[cut.why]) from None
 
     def _read_timeout(self, method: str, path: str) -> ServerTimeoutError:
         return ServerTimeoutError(
@@ -408,6 +399,44 @@ class AnatPasteClient:
 
 
 # ------------------------------------------------------------------------------------------ helpers
+class BodyCut(Exception):
+    """Why :func:`read_capped` stopped reading an answer: ``why`` is ``declared`` (its Content-Length is over
+    the limit), ``larger`` (it grew over the limit), ``late`` (past the deadline) or ``truncated`` (shorter than
+    its Content-Length). Each client says it in its own words."""
+
+    def __init__(self, why: str, got: int = 0, declared: int = 0) -> None:
+        super().__init__(why)
+        self.why, self.got, self.declared = why, got, declared
+
+
+def read_capped(resp: requests.Response, limit: int, deadline: float) -> bytes:
+    """A streamed answer's body, at most ``limit`` bytes, read by ``time.monotonic()`` ``deadline``.
+
+    Raises:
+        BodyCut: over the limit, late or truncated.
+        The transport's own timeout (``_TIMEOUTS``) and broken-connection (``_BROKEN``) exceptions.
+    """
+    length = resp.headers.get("content-length", "")
+    declared = int(length) if length.isdigit() else None
+    if declared is not None and declared > limit:
+        raise BodyCut("declared", declared=declared)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        if time.monotonic() > deadline:
+            raise BodyCut("late", got=size)
+        chunk = _read_some(resp.raw, CHUNK)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > limit:
+            raise BodyCut("larger", got=size)
+        chunks.append(chunk)
+    if declared is not None and size < declared:
+        raise BodyCut("truncated", got=size, declared=declared)
+    return b"".join(chunks)
+
+
 def _read_some(raw: Any, n: int) -> bytes:
     """Up to ``n`` bytes of the body as they arrive (a plain read waits for all ``n``: a server that
     drips a byte at a time would then outlast the total deadline)."""
