@@ -13,6 +13,9 @@
 - Info updates re-read ``datastore_v2.json`` under its file lock before writing, so the scoring subprocess and
   a clinician's review written at the same moment do not overwrite each other (MONAI Label's own update
   writes the whole file from the process's in-memory copy).
+- MONAI Label's file watcher reconciles ids with files as one locked read-modify-write
+  (:meth:`AnatPasteLocalDatastore._reconcile_datastore`); its own version could list a study whose delete had
+  returned, and write back scores from before another process's.
 - Reads (listing, image info, the whole datastore) re-read ``datastore_v2.json`` when its modification time
   changed: the scores the scoring subprocess writes reach the worklist even without MONAI Label's file
   watcher (off for the DICOMweb datastore, optional for folders).
@@ -124,6 +127,34 @@ class AnatPasteLocalDatastore(LocalDatastore):
                 raise not_found(f"image {image_id!r} is not in the datastore")
             self._remove_files(image_id, obj)
             self._update_datastore_file(lock=False)
+
+    def _reconcile_datastore(self) -> None:
+        """Match the stored ids to the image files on disk, as one locked read-modify-write.
+
+        MONAI Label's file watcher calls this on every file created or deleted (and the constructor once).
+        Its own version lists the folder and reloads the JSON file at different moments without holding the
+        lock, then writes its in-memory copy: an upload deleted just after it was made came back as a study
+        without a file, and scores the scoring subprocess wrote meanwhile were lost. The app stores no
+        labels, so only images are reconciled.
+        """
+        with FileLock(self._lock_file):
+            self._reload_unlocked()
+            folder = self._datastore.image_path()
+            objects = self._datastore.objects
+            gone = [i for i, o in objects.items() if not Path(folder, self._filename(i, o.image.ext)).exists()]
+            for image_id in gone:
+                logger.info(f"image {image_id!r}: its file is gone, removed from the datastore")
+                del objects[image_id]
+            added = 0
+            for name in sorted(self._list_files(folder, self._extensions)):
+                image_id, ext = self._to_id(name)
+                if image_id not in objects:
+                    logger.info(f"image {image_id!r}: new file {name!r}, added to the datastore")
+                    info = {"ts": int(time.time()), "name": name}
+                    objects[image_id] = ImageLabelModel(image=DataModel(info=info, ext=ext))
+                    added += 1
+            if gone or added:
+                self._update_datastore_file(lock=False)
 
     # ---- labels: none are stored; reads stay inside the datastore ------------------------------------
 

@@ -284,6 +284,45 @@ def test_folder_datastore_sees_another_processs_scores_without_the_file_watcher(
     assert sorted(server.list_images()) == ["a", "b"]
 
 
+def test_the_file_watchers_reconcile_never_shows_a_study_whose_delete_has_returned(tmp_path):
+    # MONAI Label's watcher reconciles on every file event, from its own thread, on the server's datastore
+    # object. Its version took a picture of the studies, and a delete answered meanwhile by the server was
+    # undone in memory when the picture was put back: the deleted upload was listed again (seen as a flaky
+    # test_server_hardening run under load). Here the delete request runs while the reconcile checks files.
+    import threading
+
+    for name in ("a", "b", "c"):
+        shutil.copy(ZHANGLAB / "test" / "NORMAL" / "IM-0001-0001.jpeg", tmp_path / f"{name}.jpeg")
+    server = AnatPasteLocalDatastore(str(tmp_path), auto_reload=False)
+    delete = threading.Thread(target=server.remove_image, args=("b",))
+    seen_after_delete: list[list[str]] = []
+    checked: list[str] = []
+    filename, list_files = server._filename, server._list_files
+
+    def checking_files(image_id, ext):
+        if "b" in checked and delete.ident is None:  # b's file was seen; now it is deleted
+            delete.start()
+            delete.join(0.5)  # returns at once unless the reconcile holds the datastore's lock
+        checked.append(image_id)
+        return filename(image_id, ext)
+
+    def listing(*args):
+        if not delete.is_alive():
+            seen_after_delete.append(server.list_images())
+        return list_files(*args)
+
+    server._filename, server._list_files = checking_files, listing
+    server.refresh()
+    assert delete.ident is not None, checked  # the delete did run inside the reconcile
+    delete.join(10)
+    assert not delete.is_alive()
+    assert all("b" not in ids for ids in seen_after_delete), seen_after_delete
+    assert sorted(server.list_images()) == ["a", "c"]
+    fresh = AnatPasteLocalDatastore(str(tmp_path), auto_reload=False, read_only=True)
+    assert sorted(fresh.list_images()) == ["a", "c"]
+    assert not (tmp_path / "b.jpeg").exists()
+
+
 def test_login_forwarding_turns_the_realms_answers_into_errors_a_client_can_act_on():
     from fastapi import HTTPException
 
