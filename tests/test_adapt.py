@@ -4,6 +4,7 @@ quantile; adapt fine-tunes gently and publishes a calibrated model either way; t
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import numpy as np
@@ -24,10 +25,14 @@ from anatpaste.adapt import (
 )
 from anatpaste.adapt.adapt import MARGIN, choose
 from anatpaste.adapt.calibrate import crossfit_scores, crossfit_threshold, fold_index
+from anatpaste.adapt.check import CheckScores, paired_gain
 from anatpaste.adapt.finetune import frozen_modules
 from anatpaste.cli import ADAPT_RECIPES, main
 from anatpaste.data import load_image_set
-from anatpaste.model.file import dequantize_state, encoder_of, load_model, save_model
+from anatpaste.gate import familiarity
+from anatpaste.gate.picture import KEY, encoder_fingerprint, statistics_problem
+from anatpaste.gate.picture import MIN_NORMALS as PICTURE_MIN_NORMALS
+from anatpaste.model.file import dequantize_state, encoder_of, load_model, quantize_state, save_model
 from anatpaste.model.shipped import DEFAULT_MODEL
 from anatpaste.precision import cpu_bf16_supported
 from anatpaste.score import Detector, GaussianScorer
@@ -64,6 +69,24 @@ def test_calibrate_keeps_every_encoder_weight(parent, site):
             assert torch.equal(w, v), k
     assert not torch.equal(out["gaussian"]["mean"], parent["gaussian"]["mean"]), "the Gaussian was refitted"
     assert not torch.equal(out["heatmap"]["mean"], parent["heatmap"]["mean"]), "the heatmap Gaussians were refitted"
+    # the input gate's picture statistics are the encoder's: the parent's, untouched, and still valid
+    assert out[KEY] is parent[KEY] and statistics_problem(out) is None
+
+
+def test_calibrate_fits_picture_statistics_only_where_the_payload_holds_none_usable(parent, site, caplog):
+    """None (a file from before them): fitted on the site's normals. Its parent's copied along with a new encoder
+    (as ``adapt`` builds a fine-tuned candidate) and too few normals to refit them: none, rather than stale ones."""
+    assert len(site) >= PICTURE_MIN_NORMALS
+    fitted = calibrate({k: v for k, v in parent.items() if k != KEY}, site)
+    assert statistics_problem(fitted) is None and fitted[KEY]["n_normals"] == len(site)
+    enc = encoder_of(parent)
+    with torch.no_grad():
+        enc.layer3[0].conv1.weight.mul_(1.1)
+    tuned = {**parent, "encoder": quantize_state(enc.state_dict())}
+    assert "another encoder" in statistics_problem(tuned)
+    with caplog.at_level(logging.WARNING, logger="anatpaste.gate.picture"):
+        out = calibrate(tuned, site.subset(list(range(PICTURE_MIN_NORMALS - 1))))
+    assert KEY not in out and "the model file holds none" in caplog.text
 
 
 def test_calibrated_threshold_is_the_crossfitted_order_statistic(parent, site):
@@ -147,17 +170,24 @@ def test_finetune_trains_only_the_unfrozen_layers(parent, site, precision):
     assert torch.equal(enc.layer2[0].bn1.running_mean, ref.layer2[0].bn1.running_mean)
 
 
-def test_adapt_publishes_a_calibrated_model_and_says_why(parent, site, tmp_path):
+def test_adapt_publishes_a_calibrated_model_and_says_why(parent, site, tmp_path, caplog):
     res = adapt(parent, site, recipes=ladder(steps=4, batch_size=8))
     assert set(res.finetuned) == {"gentle", "strong"}
     check = res.check
     assert check["n_check"] + check["n_finetune"] == len(site)
     for name in ("calibrated", "gentle", "strong"):
         assert set(check[name]) == {"opacity", "nodules", "haze", "mean"}
-    best = max(("gentle", "strong"), key=lambda k: check[k]["mean"])
-    better = check[best]["mean"] > check["calibrated"]["mean"] + check["margin"]
-    assert res.chosen == (best if better else "calibrated")
-    assert res.payload is (res.finetuned[best] if better else res.calibrated)
+    # The ladder's record: each recipe against the one kept before it, and the last one kept is published.
+    kept = "calibrated"
+    for step in check["ladder"]:
+        assert step["against"] == kept
+        assert step["kept"] == (step["gain"] > check["margin"] and step["gain_low"] > 0)
+        assert step["gain"] == pytest.approx(check[step["recipe"]]["mean"] - check[kept]["mean"], abs=2e-5)
+        assert step["gain_low"] <= step["gain"] + 1e-9
+        kept = step["recipe"] if step["kept"] else kept
+    assert [s["recipe"] for s in check["ladder"]] == ["gentle", "strong"]
+    assert res.chosen == kept
+    assert res.payload is (res.calibrated if kept == "calibrated" else res.finetuned[kept])
     for p in (res.calibrated, *res.finetuned.values()):
         assert p["adaptation"]["check"]["chosen"] == res.chosen
     assert res.calibrated["threshold"]["n"] == len(site)
@@ -173,18 +203,56 @@ def test_adapt_publishes_a_calibrated_model_and_says_why(parent, site, tmp_path)
     assert not torch.equal(st["layer1.0.bn1.weight"], ref["layer1.0.bn1.weight"])
     assert all(torch.equal(res.calibrated["encoder"][k]["q"], v["q"])
                for k, v in parent["encoder"].items() if isinstance(v, dict))
+    # Picture statistics: the calibrated model keeps its parent's (same encoder); each fine-tuned one gets its
+    # own, fitted with its encoder on all the site's normals, which the gate uses without a word.
+    assert res.calibrated[KEY] is parent[KEY]
+    for name, p in res.finetuned.items():
+        assert p[KEY]["encoder_sha256"] == encoder_fingerprint(p["encoder"]) != parent[KEY]["encoder_sha256"], name
+        assert p[KEY]["n_normals"] == len(site)
+    with caplog.at_level(logging.WARNING, logger="anatpaste.gate.familiarity"):
+        assert all(familiarity.input_statistics(Detector(p, version=n)) is not None for n, p in res.finetuned.items())
+    assert "input statistics" not in caplog.text
     out = save_model(res.payload, tmp_path / "adapted.pt")
     img = site.images[0, 0].float().numpy() / 255.0
     r = Detector.load(out).score(img)
     assert math.isfinite(r.score) and r.heatmap.shape == img.shape
 
 
-def test_choose_keeps_the_best_fine_tune_only_past_the_margin():
-    fig = {"calibrated": {"mean": 0.70}, "gentle": {"mean": 0.71}, "strong": {"mean": 0.75}}
-    assert choose(fig) == "strong"
-    fig["strong"]["mean"] = 0.70 + MARGIN  # not past the margin
-    assert choose(fig) == "calibrated"
-    assert choose({"calibrated": {"mean": 0.5}}) == "calibrated"
+def test_choose_walks_the_ladder_and_a_stronger_recipe_must_beat_the_one_kept_past_margin_and_noise():
+    means = {"calibrated": 0.70, "gentle": 0.75, "strong": 0.78}
+    lows = {("gentle", "calibrated"): 0.01, ("strong", "gentle"): 0.005, ("strong", "calibrated"): 0.04}
+
+    def gain(recipe, against):
+        return round(means[recipe] - means[against], 5), lows[(recipe, against)]
+
+    kept, steps = choose(["gentle", "strong"], gain)
+    assert kept == "strong" and [s["against"] for s in steps] == ["calibrated", "gentle"]
+    means["strong"] = 0.75 + MARGIN  # not past the margin over gentle, though far past calibrated
+    assert choose(["gentle", "strong"], gain)[0] == "gentle"
+    means["strong"] = 0.78
+    lows[("strong", "gentle")] = -0.01  # past the margin, but within the check's noise
+    assert choose(["gentle", "strong"], gain)[0] == "gentle"
+    lows[("gentle", "calibrated")] = -0.002  # gentle not sure: strong is compared with calibrated
+    kept, steps = choose(["gentle", "strong"], gain)
+    assert kept == "strong" and steps[1]["against"] == "calibrated"
+    assert choose([], gain) == ("calibrated", [])
+
+
+def test_paired_gain_is_sure_of_a_shift_seen_on_many_normals_and_not_on_few():
+    rng = np.random.default_rng(0)
+
+    def pair(n):
+        base = CheckScores(rng.normal(size=n), {f: rng.normal(0.8, size=(4, n)) for f in ("a", "b")})
+        # the other encoder: the same normals, lesions a little easier to see, unevenly so
+        other = CheckScores(base.normal, {f: s + rng.normal(0.15, 0.6, size=s.shape) for f, s in base.lesioned.items()})
+        return base, other
+
+    gain_many, low_many = paired_gain(*pair(200))
+    gain_few, low_few = paired_gain(*pair(7))
+    assert gain_many > 0 and low_many > 0
+    assert low_few < 0  # 7 normals, as the check of a site with 34: the same shift is not sure
+    base, _ = pair(12)
+    assert paired_gain(base, base) == (0.0, 0.0)
 
 
 def test_ladder_names_and_overrides():

@@ -4,22 +4,25 @@ if a label-free check says it beats the calibrated one; the result is always cal
 Why a ladder: how much a site's films differ from the model's training normals varies, and so does how far the
 encoder should move: a gentle fine-tune (frozen early layers, low lr, replay of the model's own normals) or a
 strong one (every layer, higher lr, the site's normals only). Both are tried and the label-free lesion check
-picks per site, with no abnormal image. How often its pick matches the real test AUC on the benchmark's adult
-sites is measured in ``bench/results/site_adaptation.json`` (``check_agreement``); with few site normals the
-check (a fifth of them) is noisy, and there ``calibrate`` is the safer choice.
+picks per site, with no abnormal image (:func:`choose`): the ladder is walked from the mildest change, and a
+stronger one must earn its place against the one kept so far, by :data:`MARGIN` and beyond the check's own noise
+(a paired bootstrap over the check normals, :func:`anatpaste.adapt.check.paired_gain`), because the check sees
+only a fifth of the site's normals and a larger change risks more on films it cannot see. How often its pick
+matches the real test AUC on the benchmark's adult sites is measured in ``bench/results/site_adaptation.json``
+(``check_agreement``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
 from anatpaste.adapt.calibrate import MIN_NORMALS, CalibrationError, calibrate
-from anatpaste.adapt.check import lesion_check, lesioned_copies
+from anatpaste.adapt.check import CheckScores, lesion_scores, lesioned_copies, paired_gain
 from anatpaste.adapt.finetune import FinetuneRecipe, StepCallback, finetune
 from anatpaste.data import ImageSet
 from anatpaste.model.file import dequantize_state, encoder_of, quantize_state
@@ -30,7 +33,8 @@ from anatpaste.train.selection import split_holdout
 CHECK_FRACTION = 0.2  # site normals held out of the fine-tune for the check
 MIN_CHECK = 5
 LESION_COPIES = 4
-MARGIN = 0.02  # a fine-tuned encoder must beat the calibrated one by this much on the check's mean AUC
+MARGIN = 0.02  # a recipe must beat the encoder kept so far by this much on the check's mean AUC
+SURE = 0.05  # ... and the bootstrap's 5 % quantile of that gain must be above 0
 
 # The ladder tried by default (``--recipe`` names on the command line and the server).
 RECIPES: dict[str, FinetuneRecipe] = {
@@ -83,12 +87,21 @@ def _stored_encoder(tuned: ResNet18Encoder, quantized: bool) -> dict[str, Any]:
     return state
 
 
-def choose(figures: dict[str, dict[str, float]]) -> str:
-    """The recipe with the best check mean if it beats ``calibrated`` by :data:`MARGIN`, else ``calibrated``."""
-    base = figures["calibrated"]["mean"]
-    tuned = {k: v["mean"] for k, v in figures.items() if k != "calibrated"}
-    best = max(tuned, key=lambda k: tuned[k]) if tuned else None
-    return best if best is not None and tuned[best] > base + MARGIN else "calibrated"
+def choose(names: Sequence[str], gain: Callable[[str, str], tuple[float, float]]) -> tuple[str, list[dict[str, Any]]]:
+    """Walk the ladder ``names`` from the mildest recipe; each replaces the one kept so far (first ``calibrated``)
+    if ``gain(recipe, kept)`` = (the check's gain, its bootstrap lower bound) exceeds :data:`MARGIN` and 0.
+
+    Returns:
+        the kept name and one entry per comparison (recipe, against, gain, gain_low, kept).
+    """
+    kept, steps = "calibrated", []
+    for name in names:
+        g, low = gain(name, kept)
+        better = g > MARGIN and low > 0
+        steps.append({"recipe": name, "against": kept, "gain": g, "gain_low": low, "kept": better})
+        if better:
+            kept = name
+    return kept, steps
 
 
 def adapt(
@@ -123,7 +136,7 @@ def adapt(
     quantized = bool(payload.get("encoder_quantized", True))
     base = encoder_of(payload)
     lesioned = lesioned_copies(check, LESION_COPIES, seed)
-    figures = {"calibrated": lesion_check(base, tune, check, lesioned, norm)}
+    scores: dict[str, CheckScores] = {"calibrated": lesion_scores(base, tune, check, lesioned, norm)}
     total = sum(r.steps for r in recipes.values())
     done = 0
     tuned: dict[str, tuple[ResNet18Encoder, dict[str, Any]]] = {}
@@ -139,21 +152,24 @@ def adapt(
             dequantize_state(payload["encoder"]), tune, recipe, replay, device=device, progress=step_cb, norm=norm
         )
         tuned[name] = (enc, _stored_encoder(enc, quantized))
-        figures[name] = lesion_check(enc, tune, check, lesioned, norm)
+        scores[name] = lesion_scores(enc, tune, check, lesioned, norm)
         seconds[name] = round(time.perf_counter() - t1, 2)
         done += recipe.steps
-    chosen = choose(figures)
+    chosen, steps = choose(list(recipes), lambda a, b: paired_gain(scores[b], scores[a], quantile=SURE, seed=seed))
     verdict = {
         "chosen": chosen,
-        **figures,
+        **{name: s.aucs() for name, s in scores.items()},
+        "ladder": steps,
         "margin": MARGIN,
+        "bootstrap_quantile": SURE,
         "n_check": len(check),
         "n_finetune": len(tune),
         "lesion_copies": LESION_COPIES,
         "how": (
             "mean ROC AUC over synthetic lesion families the fine-tune never saw (opacity, nodules, haze): "
-            "held-out site normals vs lesioned copies, Gaussian fitted on the other site normals; the best "
-            f"fine-tuned encoder is kept if it beats the calibrated one by {MARGIN}"
+            "held-out site normals vs lesioned copies, Gaussian fitted on the other site normals; walking the "
+            f"ladder from the mildest recipe, one replaces the encoder kept so far if it beats it by {MARGIN} and "
+            f"the {SURE:.0%} quantile of that gain over a paired bootstrap of the check normals is above 0"
         ),
     }
     adaptation = {
