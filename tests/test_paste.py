@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from anatpaste.paste import AnatPaste
-from anatpaste.paste.anatpaste import gaussian_blur
+from anatpaste.paste.anatpaste import colour_jitter, gaussian_blur
 
 
 def _batch(b: int = 16, size: int = 96) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,3 +118,49 @@ def test_gaussian_blur_preserves_mass_and_zero_sigma_is_identity():
 def test_invalid_settings_are_rejected_with_the_bad_value_named(bad, named):
     with pytest.raises(ValueError, match=named):
         AnatPaste(**bad)
+
+
+def test_default_paste_draws_and_outputs_what_it_did_before_the_halo_option():
+    # Checksums of this seed's output taken before ``halo`` existed: the default recipe did not move.
+    img, lung = _batch()
+    out = AnatPaste()(img, lung, generator=torch.Generator().manual_seed(0))
+    assert out.double().sum().item() == pytest.approx(73610.38374589384, rel=1e-9)
+    assert (out - img).abs().double().sum().item() == pytest.approx(733.926293566823, rel=1e-6)
+
+
+def test_halo_option_darkens_a_ring_around_the_patch_that_the_default_leaves_alone():
+    # A flat image and a patch of it (no jitter): only black blended in from outside the patch can change it.
+    b, s, level = 8, 128, 0.6
+    img = torch.full((b, 1, s, s), level)
+    lung = torch.ones(b, 1, s, s, dtype=torch.bool)
+    draw = AnatPaste(jitter=0.0).draw(lung, torch.Generator().manual_seed(2))
+    draw.blur_sigma = torch.linspace(4.0, 7.0, b)  # wider than the original's 5 px margin at 128 px
+    clean = AnatPaste(jitter=0.0).apply(img, lung, draw)
+    halo = AnatPaste(jitter=0.0, halo=True).apply(img, lung, draw)
+    assert torch.allclose(clean, img, atol=1e-5), "the default never blends black in"
+    ys, xs = torch.arange(s).view(1, s, 1), torch.arange(s).view(1, 1, s)
+    top = (draw.target_yx[:, 0] - torch.floor(draw.patch_hw[:, 0] / 2)).view(b, 1, 1)
+    left = (draw.target_yx[:, 1] - torch.floor(draw.patch_hw[:, 1] / 2)).view(b, 1, 1)
+    rows = (ys >= top) & (ys < top + draw.patch_hw[:, 0].view(b, 1, 1))
+    in_patch = rows & (xs >= left) & (xs < left + draw.patch_hw[:, 1].view(b, 1, 1))
+    dark = (halo < level - 0.02)[:, 0]
+    assert dark.flatten(1).any(1).all(), "every paste has its dark halo"
+    assert not (dark & in_patch).any(), "the halo lies outside the patch"
+    assert (halo <= img + 1e-6).all()
+
+
+def test_halo_paste_still_never_touches_pixels_outside_the_lung():
+    img, lung = _batch()
+    out = AnatPaste(halo=True)(img, lung, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out[~lung], img[~lung])
+    assert not torch.equal(out, AnatPaste()(img, lung, generator=torch.Generator().manual_seed(0)))
+
+
+def test_colour_jitter_scales_whole_images_within_its_amplitude():
+    img, _ = _batch(b=64)
+    out = colour_jitter(img, 0.1, generator=torch.Generator().manual_seed(0))
+    assert out.shape == img.shape and out.min() >= 0 and out.max() <= 1
+    ratio = out.mean((1, 2, 3)) / img.mean((1, 2, 3))  # contrast keeps the mean, brightness scales it
+    assert ratio.min() >= 0.9 - 1e-6 and ratio.max() <= 1.1 + 1e-6
+    assert (ratio - 1).abs().max() > 0.05, "the draw spans the amplitude"
+    assert torch.equal(colour_jitter(img, 0.0), img)

@@ -14,6 +14,10 @@ Geometry (per sample, sizes relative to the image, so any input size works):
 - out = patch·α + image·(1 − α).
 Unlike the original (which blurred the mask against a black canvas and so darkened a halo around the
 patch) α is also multiplied by where the shifted source has content, so nothing black is ever blended in.
+
+``halo=True`` reproduces the original's blend instead: the jittered patch sits on a black canvas (zero outside
+the patch), and the blend shape is inset by the original's fixed margin (10 px at 256) whatever the blur, so a
+blur wider than the margin spreads α beyond the patch, where the canvas blends black into the lung: a dark halo.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+ORIGINAL_MARGIN_AT_256 = 10.0  # the original code's inset of the blend shape, in px at 256, fixed (halo=True)
 
 
 @dataclass
@@ -49,6 +55,8 @@ class AnatPaste:
         opacity: range of the blend opacity (fraction of 1).
         max_blur_at_256: largest blur radius (Gaussian sigma) at 256 px; scales with the image size.
         ellipse_prob: probability of an elliptic (else rectangular) blend mask.
+        halo: blend as the original code did (black canvas outside the patch, fixed inset), which darkens a halo
+            around the patch; the default never blends black in. Same draws either way.
 
     Example:
         >>> import torch
@@ -67,6 +75,7 @@ class AnatPaste:
         opacity: tuple[float, float] = (150 / 255, 1.0),
         max_blur_at_256: float = 14.0,
         ellipse_prob: float = 0.5,
+        halo: bool = False,
     ) -> None:
         if not 0 < area[0] <= area[1] < 1:
             raise ValueError(f"area must satisfy 0 < low <= high < 1, got {area}")
@@ -86,6 +95,7 @@ class AnatPaste:
         self.opacity = opacity
         self.max_blur_at_256 = max_blur_at_256
         self.ellipse_prob = ellipse_prob
+        self.halo = halo
 
     def draw(self, lung: torch.Tensor, generator: torch.Generator | None = None) -> PasteParams:
         """Draw every random quantity for a batch of lung masks (B, 1, H, W) or (B, H, W)."""
@@ -153,8 +163,13 @@ class AnatPaste:
         patch = ((shifted - mean) * p.contrast.view(b, 1, 1, 1) + mean) * p.brightness.view(b, 1, 1, 1)
         patch = patch.clamp(0, 1)
 
-        # Blend shape: ellipse or rectangle inset by a margin, filled with the opacity.
-        margin = torch.minimum(p.blur_sigma.view(b, 1, 1), 0.25 * torch.minimum(ph, pw))
+        if self.halo:
+            # The original's canvas: the patch alone on black, and its fixed inset, which a wider blur outgrows.
+            patch = patch * in_patch
+            margin = torch.full_like(ph, ORIGINAL_MARGIN_AT_256 * min(h, w) / 256.0)
+        else:
+            # Blend shape: ellipse or rectangle inset by a margin, filled with the opacity.
+            margin = torch.minimum(p.blur_sigma.view(b, 1, 1), 0.25 * torch.minimum(ph, pw))
         half_h, half_w = (ph / 2 - margin).clamp_min(1), (pw / 2 - margin).clamp_min(1)
         v = (ys - ty) / half_h
         uu = (xs - tx) / half_w
@@ -162,7 +177,9 @@ class AnatPaste:
         rect = (v.abs() <= 1) & (uu.abs() <= 1)
         shape = torch.where(p.ellipse.view(b, 1, 1), ell, rect).to(dt) * p.opacity.view(b, 1, 1).to(dt)
         alpha = gaussian_blur(shape.unsqueeze(1), p.blur_sigma, self.max_blur_at_256 * min(h, w) / 256.0)
-        alpha = alpha * lung.to(dt) * has_content.unsqueeze(1).to(dt)
+        alpha = alpha * lung.to(dt)
+        if not self.halo:  # the halo's black canvas already lies where the shifted source has no content
+            alpha = alpha * has_content.unsqueeze(1).to(dt)
         return patch * alpha + images * (1 - alpha)
 
     def __call__(
@@ -170,6 +187,23 @@ class AnatPaste:
     ) -> torch.Tensor:
         """Draw and apply in one call."""
         return self.apply(images, lung, self.draw(lung, generator))
+
+
+def colour_jitter(images: torch.Tensor, amplitude: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Brightness and contrast of each whole image (B, 1, H, W) in [0, 1] scaled by U(1 ± ``amplitude``):
+    contrast around the image's own mean, then brightness, clipped to [0, 1] (the paste jitters its patch the
+    same way). Draws 2·B numbers from ``generator``: contrasts first, then brightnesses.
+    """
+    b = images.shape[0]
+
+    def factor() -> torch.Tensor:
+        u = torch.rand(b, device=images.device, generator=generator)
+        return (1 - amplitude + 2 * amplitude * u).view(b, 1, 1, 1).to(images.dtype)
+
+    contrast = factor()
+    brightness = factor()
+    mean = images.mean((1, 2, 3), keepdim=True)
+    return (((images - mean) * contrast + mean) * brightness).clamp(0, 1)
 
 
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, max_sigma: float) -> torch.Tensor:
