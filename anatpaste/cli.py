@@ -44,6 +44,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         threshold_quantile=args.threshold_quantile,
         precision=args.precision,
         balance_sources=args.balance_sources,
+        paste_lungs=args.paste_lungs,
+        paste_halo=args.paste_halo,
+        input_norm=args.input_norm,
+        jitter_originals=args.jitter_originals,
     )
     groups = args.normal  # one list of folders per --normal: each is a source
     if len(groups) == 1:
@@ -331,7 +335,7 @@ def read_reference_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from anatpaste.train.config import TrainConfig  # the one definition of the training defaults
+    from anatpaste.train.config import INPUT_NORMS, PASTE_LUNGS, TrainConfig  # the one definition of the defaults
 
     defaults = TrainConfig()
     p = argparse.ArgumentParser(prog="anatpaste", description=__doc__.splitlines()[0])
@@ -369,6 +373,27 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init-weights", help="local encoder weights: a model file or a torchvision resnet18 file")
     t.add_argument("--threshold-quantile", type=float, default=defaults.threshold_quantile)
     t.add_argument("--no-quantize", action="store_true", help="store fp32 weights instead of int8")
+    # The original AnatPaste code's recipe, piece by piece (bench/paper_fidelity.py measures what each costs).
+    t.add_argument(
+        "--paste-lungs",
+        choices=PASTE_LUNGS,
+        default=defaults.paste_lungs,
+        help="lung masks the pastes go into: improved (default) or anatpaste (the published threshold recipe)",
+    )
+    t.add_argument(
+        "--paste-halo", action="store_true", help="blend the patch as the original code did, with its dark halo"
+    )
+    t.add_argument(
+        "--input-norm",
+        choices=list(INPUT_NORMS),
+        default=defaults.input_norm,
+        help="input normalisation: shipped (x-0.5)/0.25 or original (x-0.5)/0.5; stored in the model file",
+    )
+    t.add_argument(
+        "--jitter-originals",
+        action="store_true",
+        help="brightness/contrast jitter (10 %%) of each whole original too, as the original code did",
+    )
     t.add_argument("--device", help="cuda / cpu (default: cuda when available)")
     t.set_defaults(func=_cmd_train)
 

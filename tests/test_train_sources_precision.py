@@ -101,6 +101,7 @@ def test_cli_trains_on_two_sources_with_balanced_draws(tmp_path):
 @pytest.mark.parametrize(("field", "value"), [
     ("log_every", 0), ("lr", 0.0), ("eval_every", -1), ("steps", 0), ("batch_size", 1), ("image_size", 32),
     ("momentum", 1.5), ("heatmap_channels", 0),
+    ("paste_lungs", "otsu"), ("input_norm", "imagenet"), ("paste_halo", "false"), ("jitter_originals", 1),
 ])
 def test_training_settings_out_of_range_are_refused_where_they_are_defined(field, value):
     with pytest.raises(ValueError, match=field):
@@ -115,6 +116,8 @@ def test_the_cli_and_the_server_take_their_training_defaults_and_ranges_from_the
     core = TrainConfig()
     assert (args.size, args.steps, args.batch_size, args.lr, args.eval_every, args.checkpoint_every) == (
         core.image_size, core.steps, core.batch_size, core.lr, core.eval_every, core.checkpoint_every)
+    assert (args.paste_lungs, args.paste_halo, args.input_norm, args.jitter_originals) == (
+        core.paste_lungs, core.paste_halo, core.input_norm, core.jitter_originals)
     with pytest.raises(ConfigError, match="batch_size"):
         TrainOptions(batch_size=5000)
     with pytest.raises(ConfigError, match="lr"):

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from anatpaste.precision import check_precision
+from anatpaste.preprocess import NORM_MEAN, NORM_STD
 
 # Closed ranges of the numeric settings (lr, holdout_fraction and threshold_quantile are checked below).
 RANGES: dict[str, tuple[float, float]] = {
@@ -19,6 +20,13 @@ RANGES: dict[str, tuple[float, float]] = {
     "log_every": (1, 1_000_000),
     "heatmap_channels": (1, 384),
 }
+
+# Lung masks the training pastes can go into: ``anatpaste.segment.METHODS`` spelt out, so that the CLI's parser
+# does not import scikit-image (a test keeps the two equal).
+PASTE_LUNGS = ("improved", "anatpaste")
+# Input normalisation (mean, std) of the raw [0, 1] levels: ``shipped`` is this package's fixed one, ``original``
+# the AnatPaste code's transforms.Normalize(0.5, 0.5). The model file stores the values, scoring reads them there.
+INPUT_NORMS: dict[str, tuple[float, float]] = {"shipped": (NORM_MEAN, NORM_STD), "original": (0.5, 0.5)}
 
 
 @dataclass
@@ -43,6 +51,18 @@ class TrainConfig:
             ``bf16`` or ``fp32``; see ``anatpaste/precision.py``.
         balance_sources: draw each source of normals (e.g. each hospital, see ``ImageSet.source``) equally
             often, whatever its size; otherwise every image is equally likely.
+        paste_lungs: the lung masks training pastes go into: ``improved`` (the masks of the image set, made with
+            ``anatpaste.segment``'s default method) or ``anatpaste`` (the published threshold recipe, ragged and
+            smaller, computed from the training images as the original code did). Evaluation, heatmap
+            calibration and scoring keep the image set's masks either way.
+        paste_halo: paste as the original code did: the patch on a black canvas and the blend shape inset by a
+            fixed margin, so a blur wider than the margin blends a dark halo in around the patch (see
+            ``anatpaste/paste/anatpaste.py``). Off: nothing black is ever blended in.
+        input_norm: ``shipped`` ((x − 0.5) / 0.25) or ``original`` ((x − 0.5) / 0.5, the original code's);
+            stored in the model file's ``preprocessing``, which scoring reads.
+        jitter_originals: brightness and contrast jitter (±10 %, the paste's amplitude) on the whole original
+            before its pasted copy is made from it, as the original code's ColorJitter did, so both classes see
+            it. Off: originals are the stored pixels and only the pasted patch is jittered.
     """
 
     image_size: int = 256
@@ -63,6 +83,10 @@ class TrainConfig:
     heatmap_channels: int = 64
     precision: str = "auto"
     balance_sources: bool = False
+    paste_lungs: str = "improved"
+    paste_halo: bool = False
+    input_norm: str = "shipped"
+    jitter_originals: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -82,6 +106,18 @@ class TrainConfig:
         check_precision(self.precision)
         if self.select not in ("synthetic-auc", "last"):
             raise ValueError(f"select must be 'synthetic-auc' or 'last', got {self.select!r}")
+        if self.paste_lungs not in PASTE_LUNGS:
+            raise ValueError(f"paste_lungs must be one of {PASTE_LUNGS}, got {self.paste_lungs!r}")
+        if self.input_norm not in INPUT_NORMS:
+            raise ValueError(f"input_norm must be one of {tuple(INPUT_NORMS)}, got {self.input_norm!r}")
+        for name in ("paste_halo", "jitter_originals"):
+            if not isinstance(getattr(self, name), bool):  # "false" from a form or a JSON string would be truthy
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+
+    @property
+    def norm(self) -> tuple[float, float]:
+        """(mean, std) of the input normalisation: training, the label-free check and the model file use it."""
+        return INPUT_NORMS[self.input_norm]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -14,7 +14,6 @@ from anatpaste.errors import ModelFileError
 from anatpaste.model import AnatPasteNet
 from anatpaste.model.file import dequantize_state, load_model, quantize_state
 from anatpaste.model.resnet import ResNet18Encoder
-from anatpaste.preprocess import NORM_MEAN, NORM_STD
 from anatpaste.score import GaussianScorer, HeatmapScorer
 from anatpaste.score.features import extract
 from anatpaste.score.heat_calibration import DISPLAY_HOW, calibrate_heatmap
@@ -41,10 +40,11 @@ def build_payload(
         encoder.load_state_dict(dequantize_state(enc_state))  # fit the statistics with the shipped weights
     else:
         enc_state = {k: v.float() if v.is_floating_point() else v for k, v in encoder.state_dict().items()}
-    emb, grids = extract(encoder, train_set.images, NORM_MEAN, NORM_STD, with_grid=True)
+    mean, std = config.norm
+    emb, grids = extract(encoder, train_set.images, mean, std, with_grid=True)
     gauss = GaussianScorer.fit(emb)
     heat = HeatmapScorer.fit(grids, config.heatmap_channels, generator=torch.Generator().manual_seed(config.seed))
-    h_emb, h_grids = extract(encoder, holdout.images, NORM_MEAN, NORM_STD, with_grid=True)
+    h_emb, h_grids = extract(encoder, holdout.images, mean, std, with_grid=True)
     h_scores = gauss.score(h_emb).numpy()
     threshold = float(np.quantile(h_scores, config.threshold_quantile))
     heat, heat_display = calibrate_heatmap(heat, heat.distance_grid(h_grids), holdout.lungs)
@@ -63,8 +63,8 @@ def build_payload(
         },
         "preprocessing": {
             "image_size": config.image_size,
-            "norm_mean": NORM_MEAN,
-            "norm_std": NORM_STD,
+            "norm_mean": mean,
+            "norm_std": std,
             "resize": "bilinear, square, aspect ratio not kept",
             "segmentation": DEFAULT_METHOD,
         },

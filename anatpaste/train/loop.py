@@ -22,7 +22,6 @@ import torch
 from anatpaste import __version__
 from anatpaste.data import ImageSet
 from anatpaste.model.file import save_model
-from anatpaste.preprocess import NORM_MEAN, NORM_STD
 from anatpaste.train.batches import PastedBatches
 from anatpaste.train.config import TrainConfig
 from anatpaste.train.export import build_payload
@@ -96,10 +95,10 @@ def train(
     if ckpt and ckpt.is_file():
         resume(run, ckpt, config, process)
     start_step = run.step
-    evaluate_at = partial(evaluate, run, LabelFreeCheck.of(train_set, holdout, config.seed), report)
+    evaluate_at = partial(evaluate, run, LabelFreeCheck.of(train_set, holdout, config.seed, config.norm), report)
     if config.eval_every and start_step == 0 and process.leads:
         evaluate_at(0)
-    batches = PastedBatches.on_device(train_set, process.device, config.batch_size, config.balance_sources)
+    batches = PastedBatches.on_device(train_set, process.device, config)
     run_steps(run, config, process, batches, evaluate_at, progress, ckpt)
     if not process.leads:  # the other processes only contributed gradients
         leave(process)
@@ -162,7 +161,7 @@ def run_steps(
     for step in range(run.step + 1, config.steps + 1):
         t0 = time.perf_counter()
         x, xp = batches.draw(run.gen)
-        loss = pretext_step(run.step_net, x, xp, labels, run.opt, run.sched, (NORM_MEAN, NORM_STD), process.bf16)
+        loss = pretext_step(run.step_net, x, xp, labels, run.opt, run.sched, config.norm, process.bf16)
         run.step = step
         last = step == config.steps
         is_eval = process.leads and bool(config.eval_every) and (step % config.eval_every == 0 or last)

@@ -111,16 +111,19 @@ class LabelFreeCheck:
     fit: torch.Tensor  # uint8 training normals the Gaussian is fitted on
     normals: torch.Tensor  # uint8 held-out normals
     pasted: torch.Tensor  # uint8 pasted copies of them
+    norm: tuple[float, float] = (NORM_MEAN, NORM_STD)  # the run's input normalisation (mean, std)
 
     @classmethod
-    def of(cls, train_set: ImageSet, holdout: ImageSet, seed: int) -> LabelFreeCheck:
+    def of(
+        cls, train_set: ImageSet, holdout: ImageSet, seed: int, norm: tuple[float, float] = (NORM_MEAN, NORM_STD)
+    ) -> LabelFreeCheck:
         fit, pasted = evaluation_sets(train_set, holdout, seed)
-        return cls(fit, holdout.images, pasted)
+        return cls(fit, holdout.images, pasted, norm)
 
     def __call__(self, net: AnatPasteNet) -> tuple[float, float]:
         """(synthetic AUC, classifier AUC) of ``net``; the evaluation images are embedded once for both."""
         sets = (self.fit, self.normals, self.pasted)
-        fit_emb, e0, e1 = (extract(net.encoder, x, NORM_MEAN, NORM_STD)[0] for x in sets)
+        fit_emb, e0, e1 = (extract(net.encoder, x, *self.norm)[0] for x in sets)
         return gaussian_auc(fit_emb, e0, e1), classifier_auc(net, e0, e1)
 
 
