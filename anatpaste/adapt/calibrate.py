@@ -5,6 +5,11 @@ scored by a Gaussian fitted without its fold, so every score is that of a normal
 new study will be. With ``n`` cross-fitted scores and the threshold at the ``k``-th smallest, the share of new
 normals above it (the false-positive rate) follows Beta(n + 1 − k, k) whatever the score distribution, which
 gives the stored interval. ``k = ceil(q·(n + 1))`` makes the expected false-positive rate at most ``1 − q``.
+
+The input gate's picture statistics (:mod:`anatpaste.gate.picture`) are the encoder's: a payload whose statistics
+were fitted with its encoder keeps them (calibrate does not change it); one without usable statistics — none, an
+older format, or its parent's copied along with a fine-tuned encoder (``adapt``'s candidates) — gets them fitted
+on the site's normals (none with fewer than ``picture.MIN_NORMALS``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from scipy.stats import beta
 
 from anatpaste.data import ImageSet
 from anatpaste.errors import AnatPasteError
+from anatpaste.gate.picture import statistics_problem, with_input_statistics
 from anatpaste.model.file import encoder_of
 from anatpaste.model.resnet import ResNet18Encoder
 from anatpaste.score import GaussianScorer, HeatmapScorer
@@ -122,6 +128,9 @@ def calibrate(
 ) -> dict[str, Any]:
     """A new model payload: ``payload``'s encoder (unchanged, same tensors) with statistics fitted on ``data``.
 
+    The input gate's picture statistics are kept where they were fitted with ``payload``'s encoder, and fitted on
+    ``data`` otherwise (see the module docstring).
+
     Args:
         payload: a loaded model file (see :mod:`anatpaste.model.file`).
         data: the site's normal images at the model's input size.
@@ -168,6 +177,12 @@ def calibrate(
             + "), k = ceil(q (n + 1)); false-positive rate on new normals ~ Beta(n + 1 - k, k) (no abnormal labels)"
         ),
     }
+    if statistics_problem(payload) is not None:  # else the parent's, still those of this encoder, are kept
+        # Fitted on every site normal given (for a fine-tuned candidate: those it trained on and its check
+        # normals), not on ``adapt``'s replay normals although the gentle fine-tune saw them: the statistics say
+        # whether a film is like those this file's Gaussian and threshold describe, which are the site's alone,
+        # and a replay set of the parent's site (often far larger) would make the parent's films the familiar ones.
+        out = with_input_statistics(out, data, encoder_changed=True, encoder=enc, seed=seed)
     out["calibration"] = {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "n_images": len(data),

@@ -100,6 +100,8 @@ def finetune(
 
     The projection head and classifier are new (a model file stores only the encoder); they start from a
     seeded initialisation. Nothing global is seeded: the head is built under :func:`torch.random.fork_rng`.
+    A payload given this encoder holds its parent's input-gate statistics, fitted with another encoder:
+    :func:`anatpaste.adapt.calibrate.calibrate` refits them (as ``adapt`` calls it for every candidate).
     """
     dev = torch.device(device)
     with torch.random.fork_rng(devices=[]):
