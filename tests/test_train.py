@@ -1,15 +1,21 @@
 """A tiny CPU training run: it must learn, save a model that scores, and be deterministic and resumable."""
 
 import json
+import logging
 
 import numpy as np
 import pytest
 import torch
 
+from anatpaste.gate import familiarity
+from anatpaste.gate.familiarity import score_gated
+from anatpaste.gate.picture import KEY, MIN_NORMALS, encoder_fingerprint, statistics_problem
 from anatpaste.io import read_radiograph
 from anatpaste.model.file import load_model
+from anatpaste.model.resnet import ResNet18Encoder
 from anatpaste.score.detector import Detector
 from anatpaste.train import TrainConfig, train
+from anatpaste.train.export import build_payload
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +54,38 @@ def test_model_file_carries_everything_needed_to_score(trained):
     assert payload["training"]["n_train"] + payload["training"]["n_holdout"] == 48
     assert payload["encoder_quantized"] is True
     torch.load(path, weights_only=True)  # the safe loader must accept the file
+
+
+def test_the_trained_file_holds_picture_statistics_the_gate_uses(trained, image_set, caplog):
+    """Fitted at export on all 48 normals (hold-out included) with the int8 encoder as stored: the gate loads
+    them from the written file, fingerprint and all, and runs its layout and texture checks."""
+    path, _, _ = trained
+    payload = load_model(path)
+    assert payload["encoder_quantized"] is True and statistics_problem(payload) is None
+    assert payload[KEY]["n_normals"] == len(image_set) == 48
+    assert payload[KEY]["encoder_sha256"] == encoder_fingerprint(payload["encoder"])
+    det = Detector.load(path)
+    with caplog.at_level(logging.WARNING, logger="anatpaste.gate.familiarity"):
+        assert familiarity.input_statistics(det) is not None
+        _, gate = score_gated(det, read_radiograph(image_set.paths[0]).pixels, "a training normal", maps=False)
+    assert not [r.getMessage() for r in caplog.records if "input statistics" in r.getMessage()]
+    assert {"layout", "texture"} <= set(gate.measures), gate.measures  # the checks ran on the file's statistics
+
+
+def test_export_fits_the_statistics_with_an_fp32_encoder_and_none_from_too_few_normals(image_set, caplog):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        encoder = ResNet18Encoder(in_channels=1)  # untrained: the statistics need an encoder, not a good one
+    cfg = TrainConfig(image_size=64, quantize=False, seed=0)
+    half = len(image_set) // 2
+    train_set, holdout = image_set.subset(list(range(half))), image_set.subset(list(range(half, len(image_set))))
+    fp32 = build_payload(encoder, cfg, train_set, holdout, {}, {})
+    assert fp32["encoder_quantized"] is False and statistics_problem(fp32) is None
+    assert fp32[KEY]["n_normals"] == len(image_set)
+    few = image_set.subset(list(range(MIN_NORMALS - 1)))
+    with caplog.at_level(logging.WARNING, logger="anatpaste.gate.picture"):
+        none = build_payload(encoder, cfg, few.subset(list(range(30))), few.subset(list(range(30, len(few)))), {}, {})
+    assert KEY not in none and "holds none" in caplog.text
 
 
 def test_scoring_is_deterministic_and_maps_keep_the_input_geometry(trained, image_set):

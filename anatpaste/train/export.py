@@ -1,4 +1,5 @@
-"""After training: fit the scorers with the final (optionally int8) encoder and assemble the model file."""
+"""After training: fit the scorers and the input gate's picture statistics with the final (optionally int8)
+encoder and assemble the model file."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 
 from anatpaste.data import ImageSet
 from anatpaste.errors import ModelFileError
+from anatpaste.gate.picture import with_input_statistics
 from anatpaste.model import AnatPasteNet
 from anatpaste.model.file import dequantize_state, load_model, quantize_state
 from anatpaste.model.resnet import ResNet18Encoder
@@ -29,7 +31,8 @@ def build_payload(
     run: dict[str, Any],
     data_summary: dict[str, Any],
 ) -> dict[str, Any]:
-    """Fit the image Gaussian and heatmap Gaussians on ``train_set``, the threshold on ``holdout``.
+    """Fit the image Gaussian and heatmap Gaussians on ``train_set``, the threshold on ``holdout``, and the input
+    gate's picture statistics (:mod:`anatpaste.gate.picture`) on both.
 
     The threshold comes from normals the network and the Gaussians never saw, so it estimates the false-
     positive rate on new normals honestly; it uses no abnormal image.
@@ -48,7 +51,7 @@ def build_payload(
     h_scores = gauss.score(h_emb).numpy()
     threshold = float(np.quantile(h_scores, config.threshold_quantile))
     heat, heat_display = calibrate_heatmap(heat, heat.distance_grid(h_grids), holdout.lungs)
-    return {
+    payload: dict[str, Any] = {
         "anatpaste_version": run.get("anatpaste_version"),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "encoder": enc_state,
@@ -76,6 +79,13 @@ def build_payload(
             "data": data_summary,
         },
     }
+    # The picture statistics describe every normal of the run, the held-out ones included: they are cross-fitted
+    # on their own (each normal's distance comes from a Gaussian fitted without it), so they need no hold-out,
+    # and the shipped files' statistics, on which the gate's limits were set, were fitted the same way (on all
+    # of ``training.data``). ``encoder`` holds the weights as stored (dequantised above), so the fingerprint
+    # they record is the one the gate computes from the file. Fewer than MIN_NORMALS: none, and a warning.
+    normals = ImageSet.concat([train_set, holdout])
+    return with_input_statistics(payload, normals, encoder=encoder, seed=config.seed)
 
 
 def load_init_weights(net: AnatPasteNet, path: str | Path) -> None:
