@@ -20,10 +20,11 @@ Both are computed on the film area because real films differ most in how much bl
 exposure surrounds them (Montgomery's films are padded on three sides): without the padding, the films
 of a site the model never saw lie among the training normals.
 
-The texture needs the model's encoder, so whatever changes a model file's encoder or its normals (training
-export, ``calibrate``, ``adapt``) should refit them: call :func:`with_input_statistics` on the new payload with
-the normals it was fitted on. They record the fingerprint of the encoder they were fitted with, so a payload
-whose encoder was replaced without refitting (a fine-tune copying its parent's entries) does not use them. A
+The texture needs the model's encoder, so whatever writes a model file with a new encoder refits them: call
+:func:`with_input_statistics` on the new payload with the normals it was fitted on (the training export does,
+on the run's normals; ``calibrate`` keeps its parent's, and fits them on the site's normals where the payload
+holds none usable, such as ``adapt``'s fine-tuned candidates). They record the fingerprint of the encoder they
+were fitted with, so a payload whose encoder was replaced without refitting does not use them. A
 model file without usable statistics still loads and scores; the gate then runs its older rules and says why
 (:func:`anatpaste.gate.familiarity.input_statistics`).
 """
