@@ -412,6 +412,9 @@ def test_the_unfamiliar_limit_is_written_in_the_model_files_own_figures(detector
     doubled = {"threshold": {"value": 2 * value, "holdout_scores": list(2 * held)}}
     assert unfamiliar_limit(doubled) == pytest.approx(2 * unfamiliar_limit(payload))  # unit-free
     assert unfamiliar_limit({"threshold": {"value": value}}) > value  # older files without held-out scores
+    # A calibrated file stores its site normals' cross-fitted scores instead: they set the limit there.
+    calibrated = {"threshold": {"value": 2 * value, "crossfit_scores": list(2 * held)}}
+    assert unfamiliar_limit(calibrated) == pytest.approx(2 * unfamiliar_limit(payload))
 
 
 def test_grey_photographs_far_beyond_real_films_are_flagged_unfamiliar(detector, tmp_path: Path) -> None:

@@ -61,7 +61,10 @@ _statistics: dict[int, tuple[dict[str, Any], InputStatistics | None]] = {}  # pe
 
 
 def _held_out(payload: dict[str, Any]) -> np.ndarray:
-    held = np.asarray(payload["threshold"].get("holdout_scores") or [], dtype=np.float64)
+    """Scores of normals the file's Gaussian was not fitted on: a trained file's held-out normals, or a calibrated
+    one's cross-fitted site normals (without the latter a calibrated file fell back to threshold fractions)."""
+    threshold = payload["threshold"]
+    held = np.asarray(threshold.get("holdout_scores") or threshold.get("crossfit_scores") or [], dtype=np.float64)
     return held[np.isfinite(held)]
 
 
