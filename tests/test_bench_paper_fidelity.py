@@ -1,5 +1,5 @@
 """bench/paper_fidelity.py's plumbing: its arms are the training options, results are written after every run,
-a rerun skips finished runs, and the arm to keep is chosen by the label-free figure alone. (Its ``--tiny`` run
+a rerun skips finished runs, and the arm to keep is chosen by the two label-free figures alone. (Its ``--tiny`` run
 takes minutes on 2 cores, so the training itself is covered by tests/test_train_paper_options.py.)"""
 
 from __future__ import annotations
@@ -42,6 +42,13 @@ def test_results_are_written_after_every_run_resumed_and_chosen_by_the_label_fre
     monkeypatch.setattr(bench, "training_normals", lambda limit, size: ([0] * 5, {}))
     monkeypatch.setattr(bench, "test_films", lambda limit: {s: ([], []) for s in bench.TEST_SITES})
     monkeypatch.setattr(bench, "run_arm", lambda arm, seed, *a: ran.append((arm, seed)) or _fake_run(arm, seed, *a))
+    lesion = {"shipped": 0.70, "original-masks": 0.75, "original-input": 0.60, "original-all": 0.65}
+
+    def fake_lesions(runs, args, data):
+        for r in runs:
+            r.setdefault("lesion_auc", {"mean": lesion[r["arm"]]})
+
+    monkeypatch.setattr(bench, "add_lesion_figures", fake_lesions)
     real_write = bench.write_results
     monkeypatch.setattr(bench, "write_results", lambda path, payload: (
         written.append(len(payload["runs"])), real_write(path, payload)))
@@ -50,7 +57,7 @@ def test_results_are_written_after_every_run_resumed_and_chosen_by_the_label_fre
     assert bench.main([*argv, "--arms", "shipped", "original-input"]) == 0
     assert written == [1, 2, 3, 4], "a results file after every run"
     first = json.loads(out.read_text())
-    assert first["choice"]["keep"] == "shipped" and first["choice"]["by"] == "synthetic_auc"
+    assert first["choice"]["keep"] == "shipped" and first["choice"]["by"] == "synthetic_auc and lesion_auc"
     assert "never used to choose" in first["choice"]["rule"]
 
     ran.clear()
@@ -59,7 +66,11 @@ def test_results_are_written_after_every_run_resumed_and_chosen_by_the_label_fre
     result = json.loads(out.read_text())
     assert len(result["runs"]) == 8 and result["choice"]["complete"] is True
     assert result["mean"]["original-input"]["zhanglab_test_auc"] == pytest.approx(0.95)
-    assert result["choice"]["keep"] == "original-masks", "the label-free figure chooses, not the test AUC"
+    assert result["choice"]["keep"] == "original-masks", "the label-free figures choose, not the test AUC"
+    assert result["mean"]["original-masks"]["lesion_auc"] == pytest.approx(0.75)
+    # The two label-free figures disagree: shipped stays.
+    assert bench.choice({**result["mean"], "original-all": {**result["mean"]["original-all"], "lesion_auc": 0.9}},
+                        complete=True)["keep"] == "shipped"
     assert {"machine", "commit", "command", "settings"} <= set(result)
 
     ran.clear()
