@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from anatpaste.adapt.check import lesion_check, lesioned_copies  # noqa: E402
+from anatpaste.adapt.check import lesion_scores, lesioned_copies  # noqa: E402
 from anatpaste.data import ImageSet, find_images, load_image_set  # noqa: E402
 from anatpaste.io import read_radiograph  # noqa: E402
 from anatpaste.score import Detector  # noqa: E402
@@ -143,7 +143,7 @@ def lesion_auc(det: Detector, data: ImageSet, holdout_fraction: float, seed: int
     train_idx, hold_idx = holdout_split(data, holdout_fraction, seed)
     holdout = data.subset(hold_idx)
     lesioned = lesioned_copies(holdout, 4, seed)
-    return lesion_check(det.encoder, data.subset(train_idx), holdout, lesioned, (det.mean, det.std))
+    return lesion_scores(det.encoder, data.subset(train_idx), holdout, lesioned, (det.mean, det.std)).aucs()
 
 
 def add_lesion_figures(runs: list[dict[str, Any]], args: argparse.Namespace, data: ImageSet) -> None:

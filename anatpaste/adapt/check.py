@@ -93,14 +93,3 @@ def paired_gain(
 
     gain = other.aucs()["mean"] - base.aucs()["mean"]
     return round(float(gain), 5), round(float(np.quantile(mean_auc(other) - mean_auc(base), quantile)), 5)
-
-
-def lesion_check(
-    encoder: ResNet18Encoder,
-    fit: ImageSet,
-    check: ImageSet,
-    lesioned: dict[str, torch.Tensor],
-    norm: tuple[float, float],
-) -> dict[str, float]:
-    """Per-family AUC and their ``mean`` for one encoder."""
-    return lesion_scores(encoder, fit, check, lesioned, norm).aucs()
