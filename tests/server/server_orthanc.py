@@ -73,6 +73,11 @@ class Orthanc:
     def changes(self) -> list[dict]:
         return self.rest.get("/changes", params={"limit": 10000}).json()["Changes"]
 
+    def last_edit(self) -> int:
+        """Seq of the archive's last change that is an edit. Orthanc also logs StableSeries/Study/Patient a
+        minute after an upload (StableAge): not a change to the archive, but a slow run under load saw them."""
+        return max((c["Seq"] for c in self.changes() if not c["ChangeType"].startswith("Stable")), default=0)
+
     def stop(self) -> None:
         self.rest.close()
         stop_process(self.proc)

@@ -36,7 +36,7 @@ def env(archive, tmp_path_factory, tiny_model):
 @pytest.fixture(scope="module")
 def before(archive):
     """The archive's state after the push, before MONAI Label touches it."""
-    return sorted(archive.instances()), archive.changes()[-1]["Seq"]
+    return sorted(archive.instances()), archive.last_edit()
 
 
 def test_lists_the_cr_and_dx_instances_only(env, before):
@@ -108,4 +108,4 @@ def test_nothing_is_written_to_the_archive(env, before):
     assert client.delete("/datastore/image", params={"id": some}).status_code == 405
     instances, last_change = before
     assert sorted(archive.instances()) == instances
-    assert archive.changes()[-1]["Seq"] == last_change
+    assert archive.last_edit() == last_change
