@@ -135,6 +135,7 @@ def run(args: argparse.Namespace) -> dict:
                         rows.append({**row, "method": f"finetune-{name}", "seconds": sec, "check": check,
                                      **figures(cand, test_n, test_a)})
                     rows.append({**row, "method": "adapt", "seconds": sec, "chosen": res.chosen,
+                                 "ladder": res.check.get("ladder"),
                                  **figures(res.payload, test_n, test_a)})
                 if "server-old" in args.methods and b == budgets[-1] and draw < args.server_old_draws:
                     t0 = time.perf_counter()
