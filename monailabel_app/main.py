@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import torch
 from dicomweb_client.session_utils import create_session_from_user_pass
@@ -49,6 +50,14 @@ logger = logging.getLogger(__name__)
 
 MODEL = "anatpaste"
 
+
+
+def public_url(url: str) -> str:
+    """``url`` without a user name or password in it (``http://user:secret@host/x`` -> ``http://host/x``)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 class AnatPasteApp(MONAILabelApp):
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
@@ -155,6 +164,8 @@ class AnatPasteApp(MONAILabelApp):
 
     def info(self) -> dict[str, Any]:
         meta = super().info()
+        if self.studies.startswith(("http://", "https://")):  # where clients read results back (Slicer's Archive)
+            meta["archive"] = {"dicomweb": public_url(self.studies.rstrip("/"))}
         if self.write_back is not None:
             meta["write_back"] = self.write_back.status()
         return meta

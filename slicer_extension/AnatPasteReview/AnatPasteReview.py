@@ -27,7 +27,7 @@ from slicer.util import VTKObservationMixin
 SETTINGS_URL = "AnatPasteReview/ServerUrl"
 SETTINGS_HISTORY = "AnatPasteReview/ServerUrlHistory"
 SETTINGS_DONT_ASK = "AnatPasteReview/DontAskBeforeSending"
-SETTINGS_ARCHIVE = "AnatPasteReview/ArchiveUrl"  # the DICOMweb archive: the server's /info does not name it
+SETTINGS_ARCHIVE = "AnatPasteReview/ArchiveUrl"  # the DICOMweb archive; empty: the server's (/info)
 
 
 class AnatPasteReview(ScriptedLoadableModule):

@@ -37,7 +37,9 @@ def test_start_up_scoring_ranks_the_archive_and_serves_its_radiographs(live):
     srv, orthanc, (instances, last_change) = live
     c = srv.client
     assert c.get("/datastore/").json()["total"] == 5  # the 5 CR/DX instances, not the OT one
-    version = c.get("/info/").json()["models"]["anatpaste"]["version"]
+    info = c.get("/info/").json()
+    version = info["models"]["anatpaste"]["version"]
+    assert info["archive"] == {"dicomweb": orthanc.dicomweb}  # where Slicer's Archive section reads results
 
     def scored():
         objects = c.get("/datastore/?output=all").json()["objects"]

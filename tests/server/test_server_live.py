@@ -60,7 +60,9 @@ def test_server_listens_on_loopback_only(server):
 
 
 def test_startup_scoring_fills_the_worklist(server):
-    version = server.client.get("/info/").json()["models"]["anatpaste"]["version"]
+    info = server.client.get("/info/").json()
+    version = info["models"]["anatpaste"]["version"]
+    assert "archive" not in info  # a folder of studies: no archive to read results back from
 
     def all_scored():
         i = infos(server)

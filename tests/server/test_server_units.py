@@ -323,6 +323,14 @@ def test_the_file_watchers_reconcile_never_shows_a_study_whose_delete_has_return
     assert not (tmp_path / "b.jpeg").exists()
 
 
+def test_the_archive_address_in_info_carries_no_credentials():
+    from monailabel_app.main import public_url
+
+    assert public_url("http://dr:s3cret@127.0.0.1:8042/dicom-web") == "http://127.0.0.1:8042/dicom-web"
+    assert public_url("https://pacs.example/dicom-web") == "https://pacs.example/dicom-web"
+    assert public_url("http://user@[::1]:8042/dw") == "http://[::1]:8042/dw"
+
+
 def test_login_forwarding_turns_the_realms_answers_into_errors_a_client_can_act_on():
     from fastapi import HTTPException
 

@@ -303,6 +303,24 @@ def test_the_logic_looks_up_the_open_study_and_shows_what_the_archive_holds(arch
     assert controls(logic.session.state).archive_text == ""
 
 
+def test_without_an_address_the_archive_the_server_names_is_asked(archive, logic):
+    from AnatPasteReviewLib.answers import ServerInfo
+
+    logic.open_file(str(FILM))
+    with pytest.raises(ValueError, match="no archive address"):
+        logic.look_up_archive("")  # no address typed, no server connected
+    # What the server's /info says when it serves a DICOMweb archive (tests/server/test_server_dicomweb_live.py).
+    answer = {"models": {"anatpaste": {"version": "v1"}}, "archive": {"dicomweb": archive.url}}
+    logic.session.state.info = ServerInfo.from_json(answer)
+    assert logic.session.state.info.archive_url == archive.url
+    logic.look_up_archive("  ")
+    settle(logic.session)
+    state = logic.session.state
+    assert state.error is None, state.error
+    assert state.message.startswith(f"Archive: the newest AnatPaste result on {FILM.name} says {archive.new.label}")
+    assert ServerInfo.from_json({"models": {}}).archive_url is None
+
+
 # ------------------------------------------------------------------------------------------- errors
 def test_an_unreachable_archive_is_said_in_words(refused_url, silent_url, logic):
     with pytest.raises(ArchiveUnreachableError, match=r"cannot connect to the archive at .*connection refused"):

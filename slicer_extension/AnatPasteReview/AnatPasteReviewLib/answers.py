@@ -101,6 +101,7 @@ class ServerInfo:
     trainer_available: bool
     training: TrainingStatus
     datastore: dict[str, Any] = field(default_factory=dict)
+    archive_url: str | None = None  # the DICOMweb archive the server serves, if it serves one
 
     @classmethod
     def from_json(cls, info: Any) -> ServerInfo:
@@ -110,6 +111,7 @@ class ServerInfo:
         model = models.get(MODEL) if isinstance(models.get(MODEL), dict) else {}
         trainers = info.get("trainers") if isinstance(info.get("trainers"), dict) else {}
         stats = info.get("train_stats") if isinstance(info.get("train_stats"), dict) else {}
+        archive = info.get("archive") if isinstance(info.get("archive"), dict) else {}
         return cls(
             name=str(info.get("name") or ""),
             models=tuple(sorted(models)),
@@ -120,6 +122,7 @@ class ServerInfo:
             trainer_available=MODEL in trainers,
             training=TrainingStatus.from_json(stats.get(MODEL)),
             datastore=info.get("datastore") if isinstance(info.get("datastore"), dict) else {},
+            archive_url=opt_str(archive.get("dicomweb")),
         )
 
 

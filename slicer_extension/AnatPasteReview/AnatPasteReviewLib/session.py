@@ -273,16 +273,21 @@ class ReviewSession:
     def look_up_archive(self, archive_url: str, capture: bool = False) -> None:
         """What the DICOMweb archive holds from AnatPaste for the current study: its result SRs (every model
         version, every radiograph of the study), its reviewer SRs, this radiograph's lung SEG, and with ``capture``
-        its heatmap capture. Needs no AnatPaste server; nothing is sent but the study's UID.
+        its heatmap capture. Needs no AnatPaste server; nothing is sent but the study's UID. An empty
+        ``archive_url`` means the archive the connected server serves (its ``/info``), if it names one.
 
         Raises:
             RuntimeError: no study is open.
-            ValueError: a malformed archive address.
+            ValueError: a malformed archive address, or none given and none named by the server.
         """
         study = self.state.study
         if study is None:
             raise RuntimeError("no study is open")
-        archive = self.archive_factory(archive_url)
+        served = self.state.info.archive_url if self.state.info is not None else None
+        if not archive_url.strip() and not served:
+            raise ValueError("no archive address: type the archive's DICOMweb address (e.g. "
+                             "http://pacs:8042/dicom-web), or connect to a server that serves one")
+        archive = self.archive_factory(archive_url.strip() or str(served))
 
         def work() -> ArchiveFindings:
             if not study.path:
