@@ -160,8 +160,7 @@ class AnatPaste:
             & (src_x < p.source_yx[:, 1].view(b, 1, 1) + pw)
         ).unsqueeze(1)
         mean = (shifted * in_patch).sum((2, 3), keepdim=True) / in_patch.sum((2, 3), keepdim=True).clamp_min(1)
-        patch = ((shifted - mean) * p.contrast.view(b, 1, 1, 1) + mean) * p.brightness.view(b, 1, 1, 1)
-        patch = patch.clamp(0, 1)
+        patch = jittered(shifted, mean, p.contrast.view(b, 1, 1, 1), p.brightness.view(b, 1, 1, 1))
 
         if self.halo:
             # The original's canvas: the patch alone on black, and its fixed inset, which a wider blur outgrows.
@@ -202,8 +201,13 @@ def colour_jitter(images: torch.Tensor, amplitude: float, generator: torch.Gener
 
     contrast = factor()
     brightness = factor()
-    mean = images.mean((1, 2, 3), keepdim=True)
-    return (((images - mean) * contrast + mean) * brightness).clamp(0, 1)
+    return jittered(images, images.mean((1, 2, 3), keepdim=True), contrast, brightness)
+
+
+def jittered(x: torch.Tensor, mean: torch.Tensor, contrast: torch.Tensor, brightness: torch.Tensor) -> torch.Tensor:
+    """``x`` with its contrast scaled around ``mean``, then its brightness scaled, clipped to [0, 1] (the paste's
+    patch jitter and :func:`colour_jitter` of whole originals)."""
+    return (((x - mean) * contrast + mean) * brightness).clamp(0, 1)
 
 
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, max_sigma: float) -> torch.Tensor:
