@@ -7,7 +7,8 @@ returns it (lung window and per-location scale of the model file) and, for compa
 the lung window. Figures per site and class:
 - the share of the map's mass inside the (undilated) lung mask, all of it and the part above the display
   threshold;
-- the share of films with any pixel above the display threshold (the target is <= 10 % of normals).
+- the share of films with any pixel above the display threshold (the target is <= 10 % of normals), and the
+  share with any colour as served: the map is coloured on flagged films only (``served_any_colour``).
 Films are scored at ``--side`` px (the map is smooth and bilinear upsampling adds no maxima, so the
 any-pixel figure holds at full resolution too). Also writes a figure of 8 films (2 normal + 2 abnormal per
 site, drawn with a fixed seed, not picked by eye). Nothing here is used to choose anything.
@@ -67,11 +68,16 @@ def film_figures(det: Detector, image: np.ndarray) -> tuple[dict[str, float], np
         out[f"{name}_mass_in_lung"] = float((m * lung).sum() / max(m.sum(), 1e-9))
         out[f"{name}_above_mass_in_lung"] = float((above * lung).sum() / above.sum()) if above.sum() > 0 else np.nan
         out[f"{name}_any_above"] = float(m.max() > thr)
+    # as served: colour only on a flagged film (ScoreResult.heatmap_coloured)
+    out["served_any_colour"] = float(res.heatmap_coloured and heat.max() > thr)
+    out["flagged"] = float(res.is_abnormal)
     out["score"] = res.score
-    return out, heat, lung
+    return out, heat if res.heatmap_coloured else None, lung
 
 
-def _tile(image: np.ndarray, heat: np.ndarray, lung: np.ndarray, det: Detector, label: str, side: int) -> Image.Image:
+def _tile(
+    image: np.ndarray, heat: np.ndarray | None, lung: np.ndarray, det: Detector, label: str, side: int
+) -> Image.Image:
     rgb = render_overlay(image, heat, lung, det.heat_display_max)
     tile = Image.fromarray(rgb).resize((side, side))
     ImageDraw.Draw(tile).text((6, 6), label, fill=(255, 255, 0))
@@ -116,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     sheet.save(args.figure)
     write_results(args.out, {
         "what": "heatmap of the model file: share of map mass inside the lung mask and share of films with any "
-                "pixel above the display threshold, windowed (as served) vs unwindowed, per site and class",
+                "pixel above the display threshold, windowed (as served) vs unwindowed, per site and class; "
+                "served_any_colour: films with colour as served (flagged and above the display threshold)",
         "model": str(args.model.name), "model_version": det.version,
         "display_threshold": det.heat_display_max, "display_how": det.payload["heatmap"].get("display_how"),
         "film_side_px": args.side, "command": command_line(argv), "commit": git_commit(), "machine": machine(),

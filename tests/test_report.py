@@ -147,10 +147,29 @@ def test_heatmap_capture_shows_the_film_with_its_notice(written, name):
     assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
     # below the burned-in notice (top band) it is the overlay the CLI draws: film, heatmap, lung outline
     rgb = sc.pixel_array
-    expected = render_overlay(finding.display, finding.heatmap, finding.lung_mask, finding.heat_display_max)
+    heat = finding.heatmap if finding.heatmap_coloured else None  # colour on a flagged film only
+    expected = render_overlay(finding.display, heat, finding.lung_mask, finding.heat_display_max)
     half = source.Rows // 2
     assert np.array_equal(rgb[half:], expected[half:])
     assert not np.array_equal(rgb[:half], expected[:half])  # the notice
+
+
+def test_the_heatmap_capture_has_colour_only_when_the_film_is_flagged(detector):
+    source, finding = _scored(detector, "RG1_UNCR.dcm")
+    hot = finding.heatmap.copy()
+    hot[3 * hot.shape[0] // 4, hot.shape[1] // 3] = 10 * finding.heat_display_max  # one pixel surely above
+    half = source.Rows // 2
+    grey_film = np.repeat((np.clip(finding.display, 0, 1)[..., None] * 255).round().astype(np.uint8), 3, -1)
+    outline = np.asarray(render_overlay(finding.display, None, finding.lung_mask, 1.0) != grey_film).any(-1)
+
+    def capture(label: str) -> np.ndarray:
+        shown = Finding(**{**finding.__dict__, "label": label, "heatmap": hot})
+        return build_objects(source, shown, kinds=["map"])["map"].pixel_array
+
+    flagged, quiet = capture("abnormal"), capture("normal")
+    body = ~outline[half:]  # below the notice, off the cyan lung outline
+    assert (flagged[half:][body] != grey_film[half:][body]).any(), "a flagged film's heat is drawn"
+    assert np.array_equal(quiet[half:][body], grey_film[half:][body]), "a film below the threshold stays grey"
 
 
 @pytest.mark.parametrize("name", SOURCES)

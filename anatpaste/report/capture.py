@@ -35,16 +35,16 @@ def heatmap_capture(source: Dataset, finding: Finding) -> hd.sc.SCImage:
     """RGB, 8 bits, the source's pixel grid; Burned In Annotation YES (the notice and the result are in it)."""
     if finding.heatmap is None or finding.display is None:
         raise ValueError("a heatmap capture needs the finding's heatmap and the film as scored")
-    rgb = render_overlay(finding.display, finding.heatmap, finding.lung_mask, finding.heat_display_max)
-    rgb = _with_notice(
-        rgb,
-        [
-            RESEARCH_NOTICE,
-            f"AnatPaste anomaly heatmap - score {finding.score:.2f} "
-            f"(threshold {finding.threshold:.2f}): {finding.label}",
-            finding.model_version,
-        ],
-    )
+    heat = finding.heatmap if finding.heatmap_coloured else None
+    rgb = render_overlay(finding.display, heat, finding.lung_mask, finding.heat_display_max)
+    lines = [
+        RESEARCH_NOTICE,
+        f"AnatPaste anomaly heatmap - score {finding.score:.2f} (threshold {finding.threshold:.2f}): {finding.label}",
+        finding.model_version,
+    ]
+    if not finding.heatmap_coloured:
+        lines.append("no heatmap colour: the score is below the threshold")
+    rgb = _with_notice(rgb, lines)
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=source,
         pixel_array=rgb,

@@ -47,6 +47,11 @@ class Finding:
         )
 
     @property
+    def heatmap_coloured(self) -> bool:
+        """The heatmap is drawn in colour on a flagged film only (``ScoreResult.heatmap_coloured``)."""
+        return self.label == "abnormal"
+
+    @property
     def gate_verdict(self) -> str:
         return "flagged" if self.flags else "accepted"
 

@@ -37,6 +37,14 @@ class ScoreResult:
     def label(self) -> str:
         return "abnormal" if self.is_abnormal else "normal"
 
+    @property
+    def heatmap_coloured(self) -> bool:
+        """Whether the heatmap is drawn in colour: on a flagged film only. The map says where a flagged film is
+        unusual; on a film below the threshold colour would contradict its label, and a normal film's map peak
+        passes the display threshold far more often than its score passes the threshold at a site unlike the
+        held-out normals (adult test normals: about 1 in 5, ``bench/results/heatmap_in_lungs.json``)."""
+        return self.is_abnormal
+
     def to_json(self) -> dict[str, Any]:
         return {
             "score": round(self.score, 6),

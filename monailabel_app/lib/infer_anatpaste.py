@@ -96,6 +96,7 @@ class AnatPasteInfer(InferTask):
             "fixed": gate.fixed,
             "warnings": gate.warnings,
             "heatmap_display_max": det.heat_display_max,
+            "heatmap_coloured": res.heatmap_coloured,  # colour on flagged films only (ScoreResult.heatmap_coloured)
             "spacing": list(rg.spacing) if rg.spacing else None,
             "shape": list(rg.pixels.shape),
             "modality": rg.modality,

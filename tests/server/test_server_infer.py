@@ -25,6 +25,7 @@ JSON_KEYS = {
     "threshold",
     "model_version",
     "heatmap_display_max",
+    "heatmap_coloured",
     "spacing",
     "shape",
 }
@@ -109,6 +110,7 @@ def test_infer_json_for_a_datastore_image(client, studies, version, tiny_model, 
     assert res["model_version"] == version
     assert res["score"] == pytest.approx(expected.score, rel=1e-4)
     assert res["label"] == ("abnormal" if res["score"] > res["threshold"] else "normal")
+    assert res["heatmap_coloured"] is (res["label"] == "abnormal")  # colour on flagged films only
     assert res["shape"] == list(rg.pixels.shape)
     assert res["spacing"] == (list(rg.spacing) if rg.spacing else None)
 

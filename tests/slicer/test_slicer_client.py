@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 import urllib3
+from AnatPasteReviewLib.answers import ScoreResult
 from AnatPasteReviewLib.client import (
     AnatPasteClient,
     AuthenticationError,
@@ -59,6 +60,17 @@ def test_score_by_id_returns_json_and_maps_in_the_image_grid(fake):
     (call,) = fake.calls("POST", "/infer/anatpaste")
     assert call.query == {"image": "study-a", "output": "all"}
     assert call.body == b""
+
+
+def test_the_heatmap_colour_follows_the_server_and_an_older_server_colours_every_map():
+    base = {"score": 1.0, "label": "normal", "threshold": 2.0, "model_version": "m-1"}
+    quiet = ScoreResult.from_json({**base, "heatmap_coloured": False})
+    assert not quiet.heatmap_coloured
+    assert quiet.summary("a.png") == "Scored a.png: normal. No heatmap colour below the threshold."
+    assert ScoreResult.from_json(base).heatmap_coloured  # a server before the field
+    assert ScoreResult.from_json({**base, "label": "abnormal", "heatmap_coloured": True}).summary("a.png") == (
+        "Scored a.png: abnormal."
+    )
 
 
 def test_score_json_only(fake):

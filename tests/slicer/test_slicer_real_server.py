@@ -242,5 +242,6 @@ def test_an_inverted_film_is_scored_with_the_gates_warning_in_words(client, tmp_
     Image.fromarray(((1.0 - film) * 255).round().astype(np.uint8)).save(path)
     result = client.score(path=path, maps=False)
     assert result.warnings, "the server's gate said nothing about an inverted film"
+    assert result.heatmap_coloured is result.abnormal  # the real server says whether the map is coloured
     line = result.summary("inverted.png")
     assert line.startswith("Scored inverted.png: ") and "Warning: " in line and "invert" in line.lower()

@@ -123,6 +123,18 @@ def test_heatmap_display(mrml):
     assert mrml.GetNumberOfNodesByClass("vtkMRMLColorTableNode") == 1  # one heat table per scene
 
 
+def test_a_film_below_the_threshold_gets_its_heatmap_loaded_but_transparent(mrml):
+    rad = S.volume_from_array(mrml, np.zeros((8, 8)))
+    heat = np.linspace(0, 6, 64, dtype=np.float32).reshape(8, 8)
+    ov = S.show_result(mrml, rad, heat, np.zeros((8, 8), bool), display_max=4.0, coloured=False)
+    d = ov.heatmap.GetDisplayNode()
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(ov.heatmap)[0], heat)  # there, for who looks
+    assert d.GetApplyThreshold() and d.GetLowerThreshold() > heat.max()  # but no pixel passes the threshold
+    assert (d.GetWindowLevelMin(), d.GetWindowLevelMax()) == pytest.approx((4.0, 8.0))
+    S.show_result(mrml, rad, heat, np.zeros((8, 8), bool), display_max=4.0)  # re-scored and flagged: colour
+    assert d.GetLowerThreshold() == pytest.approx(4.0)
+
+
 def test_rescore_reuses_the_nodes(mrml):
     rad = S.volume_from_array(mrml, np.zeros((10, 12)))
     heat, mask = test_maps((10, 12))

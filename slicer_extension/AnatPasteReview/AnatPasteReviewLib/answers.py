@@ -136,6 +136,8 @@ class ScoreResult:
     model_version: str
     image: str | None = None
     heatmap_display_max: float | None = None
+    # colour on flagged films only (the server's ``heatmap_coloured``; servers before it coloured every map)
+    heatmap_coloured: bool = True
     spacing: tuple[float, float] | None = None
     shape: tuple[int, int] | None = None
     maps_nrrd: bytes | None = field(default=None, repr=False)
@@ -150,7 +152,8 @@ class ScoreResult:
     def summary(self, name: str) -> str:
         """The line the module shows after scoring ``name``: the verdict, then the gate's warnings."""
         verdict = "abnormal" if self.abnormal else "normal"
-        return " ".join([f"Scored {name}: {verdict}.", *(f"Warning: {w}" for w in self.warnings)])
+        quiet = [] if self.heatmap_coloured else ["No heatmap colour below the threshold."]
+        return " ".join([f"Scored {name}: {verdict}.", *quiet, *(f"Warning: {w}" for w in self.warnings)])
 
     @classmethod
     def from_json(cls, d: Any, maps_nrrd: bytes | None = None) -> ScoreResult:
@@ -172,6 +175,7 @@ class ScoreResult:
                 model_version=str(d["model_version"]),
                 image=opt_str(d.get("image")),
                 heatmap_display_max=_opt_float(d.get("heatmap_display_max")),
+                heatmap_coloured=d.get("heatmap_coloured") is not False,
                 spacing=spacing if spacing and len(spacing) == 2 else None,  # type: ignore[arg-type]
                 shape=shape if shape and len(shape) == 2 else None,  # type: ignore[arg-type]
                 maps_nrrd=maps_nrrd,

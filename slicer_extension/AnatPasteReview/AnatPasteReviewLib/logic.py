@@ -159,7 +159,9 @@ class ReviewLogic:
         if volume is None:
             self.session.report_error("The radiograph was removed from the scene before its score arrived.")
             return
-        overlays = S.show_result(self.scene, volume, maps.heatmap, maps.lung_mask, result.heatmap_display_max)
+        overlays = S.show_result(
+            self.scene, volume, maps.heatmap, maps.lung_mask, result.heatmap_display_max, result.heatmap_coloured
+        )
         S.set_lungs_visible(overlays.lungs, self.parameters().showLungs)
         self.show(volume)
 

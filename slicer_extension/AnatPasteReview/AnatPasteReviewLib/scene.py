@@ -170,6 +170,7 @@ def show_result(
     heatmap: np.ndarray,
     lung_mask: np.ndarray,
     display_max: float | None = None,
+    coloured: bool = True,
 ) -> Overlays:
     """Put a score's maps on its radiograph: a heatmap volume and a "Lungs" segmentation.
 
@@ -183,6 +184,8 @@ def show_result(
         display_max: the server's ``heatmap_display_max``: the 99th percentile of the heat of held-out
             normal images. Heat below it is transparent (what a normal image reaches); the colour ramp
             runs from it to twice it. Default: this heatmap's 99th percentile.
+        coloured: the server's ``heatmap_coloured``: False for a film below the threshold, whose map is loaded
+            but fully transparent (colour would contradict its label; Volumes' threshold shows it anyway).
 
     Raises:
         SceneError: the maps do not have the radiograph's (H, W) shape.
@@ -200,7 +203,7 @@ def show_result(
     heat_node = _overlay_node(scene, radiograph, "heatmap", "vtkMRMLScalarVolumeNode", "anomaly heatmap")
     slicer.util.updateVolumeFromArray(heat_node, heat[np.newaxis])
     heat_node.SetIJKToRASMatrix(ijk_to_ras)
-    _style_heatmap(scene, heat_node, heat, display_max)
+    _style_heatmap(scene, heat_node, heat, display_max, coloured)
     seg_node = _overlay_node(scene, radiograph, "lungs", "vtkMRMLSegmentationNode", "lungs")
     _fill_lungs(scene, seg_node, radiograph, mask, ijk_to_ras)
     return Overlays(heat_node, seg_node)
@@ -216,10 +219,11 @@ def _overlay_node(scene, radiograph, role: str, class_name: str, suffix: str):
     return node
 
 
-def _style_heatmap(scene, node, heat: np.ndarray, display_max: float | None) -> None:
+def _style_heatmap(scene, node, heat: np.ndarray, display_max: float | None, coloured: bool = True) -> None:
     low = float(display_max) if display_max and display_max > 0 else float(np.percentile(heat, 99))
     low = max(low, 1e-6)
     top = 2.0 * low
+    ceiling = max(float(heat.max()), top) + 1.0
     if node.GetDisplayNode() is None:
         node.CreateDefaultDisplayNodes()
     display = node.GetDisplayNode()
@@ -228,7 +232,8 @@ def _style_heatmap(scene, node, heat: np.ndarray, display_max: float | None) -> 
     display.SetWindowLevelMinMax(low, top)
     display.SetAutoThreshold(0)
     display.SetApplyThreshold(1)
-    display.SetThreshold(low, max(float(heat.max()), top) + 1.0)  # below `low`: transparent
+    # below the threshold's lower end: transparent (all of a film that is not coloured)
+    display.SetThreshold(low if coloured else ceiling, ceiling + (0.0 if coloured else 1.0))
     display.SetInterpolate(1)
 
 
