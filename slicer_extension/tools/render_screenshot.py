@@ -118,7 +118,9 @@ def render_result(pixels, spacing, maps, caption: str, size=(800, 800), opacity:
     slicer.mrmlScene = scene
     view = OffscreenSliceView(scene, size)
     radiograph = scene_layer.volume_from_array(scene, pixels, spacing, name="radiograph")
-    overlays = scene_layer.show_result(scene, radiograph, maps.heatmap, maps.lung_mask, maps.display_max)
+    overlays = scene_layer.show_result(
+        scene, radiograph, maps.heatmap, maps.lung_mask, maps.display_max, maps.coloured
+    )
     scene_layer.show_in_views(scene, radiograph, overlays.heatmap, opacity)
     view.fit()
     view.annotate(lower_left=caption)
@@ -141,7 +143,7 @@ def main(argv=None) -> int:
     radiograph = read_radiograph(args.image)
     result = AnatPasteClient(args.server, timeouts=Timeouts(read=300, total=600)).score(path=args.image)
     maps = read_result_maps(result.maps_nrrd, result.shape)
-    maps = _Maps(maps.heatmap, maps.lung_mask, result.heatmap_display_max)
+    maps = _Maps(maps.heatmap, maps.lung_mask, result.heatmap_display_max, result.heatmap_coloured)
     verdict = "ABNORMAL" if result.abnormal else "normal"
     caption = (
         f"{Path(args.image).name}: score {result.score:.2f} (threshold {result.threshold:.2f}) {verdict}\n"
@@ -155,8 +157,8 @@ def main(argv=None) -> int:
 
 
 class _Maps:
-    def __init__(self, heatmap, lung_mask, display_max):
-        self.heatmap, self.lung_mask, self.display_max = heatmap, lung_mask, display_max
+    def __init__(self, heatmap, lung_mask, display_max, coloured=True):
+        self.heatmap, self.lung_mask, self.display_max, self.coloured = heatmap, lung_mask, display_max, coloured
 
 
 if __name__ == "__main__":
