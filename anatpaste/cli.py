@@ -220,8 +220,10 @@ def _score_rows(args: argparse.Namespace) -> list[dict]:
         if want_maps:
             assert res.lung_mask is not None  # scored with maps=True
             stem = Path(args.overlays) / p.stem
-            heat = res.heatmap if res.heatmap_coloured else None  # colour on a flagged film only
-            save_png(render_overlay(gate.pixels, heat, res.lung_mask, det.heat_display_max), f"{stem}_overlay.png")
+            rgb = render_overlay(
+                gate.pixels, res.heatmap, res.lung_mask, det.heat_display_max, coloured=res.heatmap_coloured
+            )
+            save_png(rgb, f"{stem}_overlay.png")
             save_png(res.lung_mask, f"{stem}_lungs.png")
     return rows
 

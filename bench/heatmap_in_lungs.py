@@ -54,7 +54,7 @@ def _at_side(pixels: np.ndarray, side: int) -> np.ndarray:
     return F.interpolate(t, size=(max(32, round(h * f)), max(32, round(w * f))), mode="area")[0, 0].numpy()
 
 
-def film_figures(det: Detector, image: np.ndarray) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+def film_figures(det: Detector, image: np.ndarray) -> tuple[dict[str, float], np.ndarray, np.ndarray, bool]:
     res = det.score(image)
     heat, lung = res.heatmap, res.lung_mask
     # The same map without the window: undo it where the window is > 0, recompute it where it is 0.
@@ -72,13 +72,13 @@ def film_figures(det: Detector, image: np.ndarray) -> tuple[dict[str, float], np
     out["served_any_colour"] = float(res.heatmap_coloured and heat.max() > thr)
     out["flagged"] = float(res.is_abnormal)
     out["score"] = res.score
-    return out, heat if res.heatmap_coloured else None, lung
+    return out, heat, lung, res.heatmap_coloured
 
 
 def _tile(
-    image: np.ndarray, heat: np.ndarray | None, lung: np.ndarray, det: Detector, label: str, side: int
+    image: np.ndarray, heat: np.ndarray, lung: np.ndarray, coloured: bool, det: Detector, label: str, side: int
 ) -> Image.Image:
-    rgb = render_overlay(image, heat, lung, det.heat_display_max)
+    rgb = render_overlay(image, heat, lung, det.heat_display_max, coloured=coloured)
     tile = Image.fromarray(rgb).resize((side, side))
     ImageDraw.Draw(tile).text((6, 6), label, fill=(255, 255, 0))
     return tile
@@ -105,11 +105,11 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for i, p in enumerate(paths):
             image = _at_side(read_radiograph(p).pixels, args.side)
-            fig, heat, lung = film_figures(det, image)
+            fig, heat, lung, coloured = film_figures(det, image)
             rows.append(fig)
             if i in shown:
                 label = f"{site} {cls} score {fig['score']:.1f}" + (" FLAGGED" if fig["score"] > det.threshold else "")
-                tiles.append(_tile(image, heat, lung, det, label, 320))
+                tiles.append(_tile(image, heat, lung, coloured, det, label, 320))
         keys = [k for k in rows[0] if k != "score"]
         results[f"{site}/{cls}"] = {
             "n": len(rows), **{k: round(float(np.nanmean([r[k] for r in rows])), 4) for k in keys},

@@ -24,14 +24,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from anatpaste.adapt.check import lesioned_copies  # noqa: E402
-from anatpaste.data import ImageSet, find_images, load_image_set  # noqa: E402
+from anatpaste.data import find_images, load_image_set  # noqa: E402
+from anatpaste.evaluate import detection_metrics  # noqa: E402
 from anatpaste.model.shipped import DEFAULT_MODEL  # noqa: E402
 from anatpaste.paste import AnatPaste  # noqa: E402
 from anatpaste.score import Detector  # noqa: E402
@@ -40,6 +39,7 @@ from anatpaste.score.heat_calibration import DISPLAY_QUANTILE, location_scale, w
 from anatpaste.score.heatmap import HeatmapScorer, feature_grid  # noqa: E402
 from anatpaste.train.selection import holdout_split, pasted_copies  # noqa: E402
 from bench.common import SHARED_DATA, command_line, git_commit, machine, write_results  # noqa: E402
+from bench.default_model import TrainingNormals  # noqa: E402
 
 Maps = dict[str, torch.Tensor]
 
@@ -86,7 +86,7 @@ def peak_hit(maps: torch.Tensor, original: torch.Tensor, changed: torch.Tensor) 
 
 
 def _auc(neg: torch.Tensor, pos: torch.Tensor) -> float:
-    return float(roc_auc_score(np.r_[np.zeros(len(neg)), np.ones(len(pos))], np.r_[neg.numpy(), pos.numpy()]))
+    return detection_metrics(neg.numpy(), pos.numpy())["auc"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,11 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_grad_enabled(False)
     t0 = time.perf_counter()
     det = Detector.load(args.model)
-    data_info = det.payload["training"]["data"]
     size, seed = det.image_size, int(det.payload["config"]["seed"])
-    sources = [tuple(g) for g in data_info.get("sources") or [data_info["folders"]]]
-    sets = [load_image_set([p for f in g for p in find_images(f)], size, progress=False) for g in sources]
-    data = sets[0] if len(sets) == 1 else ImageSet.concat(sets)
+    data = TrainingNormals().of(det)
     tr, ho = holdout_split(data, float(det.payload["config"]["holdout_fraction"]), seed)
     train, hold = data.subset(tr), data.subset(ho)
     copies = {"paste": pasted_copies(hold, AnatPaste(), seed=seed + 12345)}

@@ -147,8 +147,9 @@ def test_heatmap_capture_shows_the_film_with_its_notice(written, name):
     assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
     # below the burned-in notice (top band) it is the overlay the CLI draws: film, heatmap, lung outline
     rgb = sc.pixel_array
-    heat = finding.heatmap if finding.heatmap_coloured else None  # colour on a flagged film only
-    expected = render_overlay(finding.display, heat, finding.lung_mask, finding.heat_display_max)
+    expected = render_overlay(  # colour on a flagged film only
+        finding.display, finding.heatmap, finding.lung_mask, finding.heat_display_max, coloured=finding.heatmap_coloured
+    )
     half = source.Rows // 2
     assert np.array_equal(rgb[half:], expected[half:])
     assert not np.array_equal(rgb[:half], expected[:half])  # the notice

@@ -35,8 +35,9 @@ def heatmap_capture(source: Dataset, finding: Finding) -> hd.sc.SCImage:
     """RGB, 8 bits, the source's pixel grid; Burned In Annotation YES (the notice and the result are in it)."""
     if finding.heatmap is None or finding.display is None:
         raise ValueError("a heatmap capture needs the finding's heatmap and the film as scored")
-    heat = finding.heatmap if finding.heatmap_coloured else None
-    rgb = render_overlay(finding.display, heat, finding.lung_mask, finding.heat_display_max)
+    rgb = render_overlay(
+        finding.display, finding.heatmap, finding.lung_mask, finding.heat_display_max, coloured=finding.heatmap_coloured
+    )
     lines = [
         RESEARCH_NOTICE,
         f"AnatPaste anomaly heatmap - score {finding.score:.2f} (threshold {finding.threshold:.2f}): {finding.label}",

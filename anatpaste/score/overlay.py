@@ -22,14 +22,16 @@ def render_overlay(
     heat_max: float,
     heat_min: float | None = None,
     opacity: float = 0.5,
+    coloured: bool = True,
 ) -> np.ndarray:
     """uint8 RGB (H, W, 3): grey image, heatmap blended where it exceeds ``heat_min``, lung outline in cyan.
 
     ``heat_max`` is the model's ``display_max`` (99th percentile of held-out normals' heat), so by default
-    colour starts there and saturates at twice it: a normal film shows almost no colour.
+    colour starts there and saturates at twice it: a normal film shows almost no colour. ``coloured`` False
+    (``ScoreResult.heatmap_coloured`` of a film below the threshold) draws no heat at all.
     """
     rgb = np.repeat(np.clip(image, 0, 1)[..., None], 3, -1)
-    if heatmap is not None:
+    if heatmap is not None and coloured:
         lo = heat_min if heat_min is not None else heat_max
         hi = 2 * heat_max if heat_min is None else heat_max
         norm = (heatmap - lo) / max(hi - lo, 1e-6)

@@ -232,8 +232,8 @@ def _style_heatmap(scene, node, heat: np.ndarray, display_max: float | None, col
     display.SetWindowLevelMinMax(low, top)
     display.SetAutoThreshold(0)
     display.SetApplyThreshold(1)
-    # below the threshold's lower end: transparent (all of a film that is not coloured)
-    display.SetThreshold(low if coloured else ceiling, ceiling + (0.0 if coloured else 1.0))
+    # below the threshold's lower end: transparent; for a film that is not coloured, every pixel
+    display.SetThreshold(low if coloured else ceiling, ceiling)
     display.SetInterpolate(1)
 
 
