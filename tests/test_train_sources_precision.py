@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from shared_data import SHARED_DATA, zhang_files
@@ -122,3 +123,23 @@ def test_the_cli_and_the_server_take_their_training_defaults_and_ranges_from_the
         TrainOptions(batch_size=5000)
     with pytest.raises(ConfigError, match="lr"):
         TrainOptions(lr=-1.0)
+
+
+def test_the_threshold_is_the_highest_per_source_quantile_so_no_source_exceeds_its_target():
+    from anatpaste.train.export import MIN_SOURCE_HOLDOUT, source_threshold
+
+    rng = np.random.default_rng(0)
+    children, adults = rng.normal(10, 1, 135), rng.normal(14, 1, 18)  # the general model's held-out sizes
+    scores = np.concatenate([children, adults])
+    source = torch.tensor([0] * 135 + [1] * 18)
+    value, by_source = source_threshold(scores, source, 0.95)
+    assert value == pytest.approx(np.quantile(adults, 0.95))
+    assert value > np.quantile(scores, 0.95), "the pooled quantile would sit inside the adults' normals"
+    assert [(b["source"], b["n"]) for b in by_source] == [(0, 135), (1, 18)]
+    for k, part in ((0, children), (1, adults)):
+        assert (part > value).sum() <= np.ceil(0.05 * len(part)), f"source {k} flags more normals than the target"
+    # A source too small for its own quantile only joins the pool; one source alone is the plain quantile.
+    few = torch.tensor([0] * 135 + [1] * (MIN_SOURCE_HOLDOUT - 1))
+    small = scores[: 135 + MIN_SOURCE_HOLDOUT - 1]
+    assert source_threshold(small, few, 0.95)[0] == pytest.approx(np.quantile(small, 0.95))
+    assert source_threshold(children, None, 0.95) == (pytest.approx(np.quantile(children, 0.95)), [])

@@ -107,7 +107,7 @@ def train(
     selected = select_step(run, config)
     if progress:
         progress(TrainProgress(config.steps, config.steps, run.last_loss, 0.0, None, run.best.auc, phase="fitting"))
-    summary = run_summary(run, config, process, start_step, selected)
+    summary = run_summary(run, config, process, selected)
     payload = export_model(run, config, train_set, holdout, summary, data_summary or {}, output)
     if ckpt and ckpt.is_file():  # the finished run, with the selected weights
         save_checkpoint(run, ckpt, config)
@@ -207,9 +207,13 @@ def export_model(
     return payload
 
 
-def run_summary(run: RunState, config: TrainConfig, process: Process, start_step: int, selected: int) -> dict[str, Any]:
-    """The run as the model file records it (``training``), with the throughput of the steps run here."""
-    images = 2 * config.batch_size * process.world * (config.steps - start_step)
+def run_summary(run: RunState, config: TrainConfig, process: Process, selected: int) -> dict[str, Any]:
+    """The run as the model file records it (``training``), with the throughput of the whole run.
+
+    ``train_seconds`` is restored from the checkpoint, so the images are those of every step, not only of the
+    steps run in this call (re-running a finished run to re-export it would otherwise record 0 images/s).
+    """
+    images = 2 * config.batch_size * process.world * config.steps
     return {
         "steps": config.steps,
         "selected_step": selected,
