@@ -126,20 +126,47 @@ def test_the_cli_and_the_server_take_their_training_defaults_and_ranges_from_the
 
 
 def test_the_threshold_is_the_highest_per_source_quantile_so_no_source_exceeds_its_target():
-    from anatpaste.train.export import MIN_SOURCE_HOLDOUT, source_threshold
+    from anatpaste.score.source_quantile import MIN_SOURCE_NORMALS, highest_source_quantile
 
     rng = np.random.default_rng(0)
     children, adults = rng.normal(10, 1, 135), rng.normal(14, 1, 18)  # the general model's held-out sizes
     scores = np.concatenate([children, adults])
     source = torch.tensor([0] * 135 + [1] * 18)
-    value, by_source = source_threshold(scores, source, 0.95)
+    value, by_source = highest_source_quantile(scores, source, 0.95)
     assert value == pytest.approx(np.quantile(adults, 0.95))
     assert value > np.quantile(scores, 0.95), "the pooled quantile would sit inside the adults' normals"
     assert [(b["source"], b["n"]) for b in by_source] == [(0, 135), (1, 18)]
     for k, part in ((0, children), (1, adults)):
         assert (part > value).sum() <= np.ceil(0.05 * len(part)), f"source {k} flags more normals than the target"
     # A source too small for its own quantile only joins the pool; one source alone is the plain quantile.
-    few = torch.tensor([0] * 135 + [1] * (MIN_SOURCE_HOLDOUT - 1))
-    small = scores[: 135 + MIN_SOURCE_HOLDOUT - 1]
-    assert source_threshold(small, few, 0.95)[0] == pytest.approx(np.quantile(small, 0.95))
-    assert source_threshold(children, None, 0.95) == (pytest.approx(np.quantile(children, 0.95)), [])
+    few = torch.tensor([0] * 135 + [1] * (MIN_SOURCE_NORMALS - 1))
+    small = scores[: 135 + MIN_SOURCE_NORMALS - 1]
+    assert highest_source_quantile(small, few, 0.95)[0] == pytest.approx(np.quantile(small, 0.95))
+    assert highest_source_quantile(children, None, 0.95) == (pytest.approx(np.quantile(children, 0.95)), [])
+
+
+def test_the_heatmap_display_threshold_is_also_the_highest_per_source_quantile():
+    from anatpaste.score import Detector
+    from anatpaste.score.features import extract
+    from anatpaste.score.heat_calibration import DISPLAY_QUANTILE, calibrate_heatmap, windowed_maps
+    from anatpaste.score.heatmap import HeatmapScorer
+
+    det = Detector.load()
+    payload = det.payload
+    children = load_image_set(zhang_files("test", "NORMAL", n=12), 128, progress=False)
+    adults = load_image_set(find_images(SHARED_DATA / "nih" / "test" / "NORMAL")[:12], 128, progress=False)
+    both = ImageSet.concat([children, adults])
+    _, grids = extract(det.encoder, both.images, det.mean, det.std, with_grid=True)
+    heat = HeatmapScorer.from_state_dict(payload["heatmap"])
+    distances = heat.distance_grid(grids)
+    scaled, display, by_source = calibrate_heatmap(heat, distances, both.lungs, both.source)
+    peaks = windowed_maps(scaled, distances, both.lungs).flatten(1).amax(1)
+    per_source = [float(torch.quantile(peaks[both.source == k], DISPLAY_QUANTILE)) for k in (0, 1)]
+    assert [b["n"] for b in by_source] == [12, 12]
+    assert display == pytest.approx(max(per_source))
+    assert [b["quantile_value"] for b in by_source] == pytest.approx(per_source)
+    pooled = calibrate_heatmap(heat, distances, both.lungs)
+    assert pooled[1] == pytest.approx(float(torch.quantile(peaks, DISPLAY_QUANTILE))) and pooled[2] == []
+    # The shipped file records how its display threshold was chosen.
+    assert payload["heatmap"]["display_max"] == pytest.approx(
+        max(b["quantile_value"] for b in payload["heatmap"]["display_by_source"]))

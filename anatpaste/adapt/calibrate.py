@@ -165,7 +165,7 @@ def calibrate(
     folds = min(len(data), MAX_FOLDS)
     out = dict(payload)
     out["gaussian"] = gauss.state_dict()
-    heat, display = calibrate_heatmap(heat, crossfit_heat_distances(grids, channels, seed), data.lungs)
+    heat, display, _ = calibrate_heatmap(heat, crossfit_heat_distances(grids, channels, seed), data.lungs)
     out["heatmap"] = {**heat.state_dict(), "display_max": display, "display_how": DISPLAY_HOW + ", cross-fitted"}
     out["threshold"] = {
         **thr.to_dict(),

@@ -12,12 +12,15 @@ Three pieces, all fitted on normals only:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
 from anatpaste.score.heatmap import HeatmapScorer
+from anatpaste.score.source_quantile import highest_source_quantile
 
 LOCATION_QUANTILE = 0.95
 DISPLAY_QUANTILE = 0.99
@@ -59,9 +62,14 @@ def windowed_maps(heat: HeatmapScorer, distances: torch.Tensor, lungs: torch.Ten
     return maps * torch.stack([lung_window(m.numpy()) for m in lungs])
 
 
-def calibrate_heatmap(heat: HeatmapScorer, distances: torch.Tensor, lungs: torch.Tensor) -> tuple[HeatmapScorer, float]:
-    """(scorer with the per-location scale, display threshold) from normals the Gaussians were not fitted on:
-    their (N, h, w) ``distances`` and lung masks (N, [1,] S, S) at the model's input size."""
+def calibrate_heatmap(
+    heat: HeatmapScorer, distances: torch.Tensor, lungs: torch.Tensor, source: torch.Tensor | None = None
+) -> tuple[HeatmapScorer, float, list[dict[str, Any]]]:
+    """(scorer with the per-location scale, display threshold, its per-source figures) from normals the
+    Gaussians were not fitted on: their (N, h, w) ``distances`` and lung masks (N, [1,] S, S) at the model's
+    input size. With ``source`` (N,), the display threshold is the highest per-source quantile, as the score's
+    threshold is (:func:`anatpaste.score.source_quantile.highest_source_quantile`)."""
     scaled = heat.with_scale(location_scale(distances))
     peaks = windowed_maps(scaled, distances, lungs).flatten(1).amax(1)
-    return scaled, float(torch.quantile(peaks, DISPLAY_QUANTILE))
+    display, by_source = highest_source_quantile(peaks.numpy(), source, DISPLAY_QUANTILE)
+    return scaled, display, by_source

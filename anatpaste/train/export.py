@@ -7,7 +7,6 @@ import datetime as _dt
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from anatpaste.data import ImageSet
@@ -19,6 +18,7 @@ from anatpaste.model.resnet import ResNet18Encoder
 from anatpaste.score import GaussianScorer, HeatmapScorer
 from anatpaste.score.features import extract
 from anatpaste.score.heat_calibration import DISPLAY_HOW, calibrate_heatmap
+from anatpaste.score.source_quantile import highest_source_quantile
 from anatpaste.segment import DEFAULT_METHOD
 from anatpaste.train.config import TrainConfig
 
@@ -49,15 +49,22 @@ def build_payload(
     heat = HeatmapScorer.fit(grids, config.heatmap_channels, generator=torch.Generator().manual_seed(config.seed))
     h_emb, h_grids = extract(encoder, holdout.images, mean, std, with_grid=True)
     h_scores = gauss.score(h_emb).numpy()
-    threshold, by_source = source_threshold(h_scores, holdout.source, config.threshold_quantile)
-    heat, heat_display = calibrate_heatmap(heat, heat.distance_grid(h_grids), holdout.lungs)
+    threshold, by_source = highest_source_quantile(h_scores, holdout.source, config.threshold_quantile)
+    heat, heat_display, display_by_source = calibrate_heatmap(
+        heat, heat.distance_grid(h_grids), holdout.lungs, holdout.source
+    )
     payload: dict[str, Any] = {
         "anatpaste_version": run.get("anatpaste_version"),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "encoder": enc_state,
         "encoder_quantized": bool(config.quantize),
         "gaussian": gauss.state_dict(),
-        "heatmap": {**heat.state_dict(), "display_max": heat_display, "display_how": DISPLAY_HOW},
+        "heatmap": {
+            **heat.state_dict(),
+            "display_max": heat_display,
+            "display_by_source": display_by_source,
+            "display_how": DISPLAY_HOW,
+        },
         "threshold": {
             "value": threshold,
             "quantile": config.threshold_quantile,
@@ -92,35 +99,6 @@ def build_payload(
     # they record is the one the gate computes from the file. Fewer than MIN_NORMALS: none, and a warning.
     normals = ImageSet.concat([train_set, holdout])
     return with_input_statistics(payload, normals, encoder=encoder, seed=config.seed)
-
-
-# A source needs this many held-out normals for its own quantile to count; fewer and it only joins the pool.
-MIN_SOURCE_HOLDOUT = 10
-
-
-def source_threshold(
-    scores: np.ndarray, source: torch.Tensor | None, quantile: float
-) -> tuple[float, list[dict[str, Any]]]:
-    """The operating threshold: the ``quantile`` of held-out normals' scores, taken per source and the highest kept.
-
-    A pooled quantile is dominated by the largest source (1,349 children against 184 adults in the general model)
-    and sits below the smaller source's normals, which then get several times the target false-positive rate;
-    the highest per-source quantile keeps every source at or under it. Sources with fewer than
-    ``MIN_SOURCE_HOLDOUT`` held-out normals only count in the pool. Returns the threshold and, per source with
-    enough images, ``{"source", "n", "quantile_value"}``.
-    """
-    pooled = float(np.quantile(scores, quantile))
-    if source is None:
-        return pooled, []
-    src = source.numpy()
-    by_source = [
-        {"source": int(k), "n": int((src == k).sum()), "quantile_value": float(np.quantile(scores[src == k], quantile))}
-        for k in np.unique(src)
-        if (src == k).sum() >= MIN_SOURCE_HOLDOUT
-    ]
-    if len(by_source) < 2:
-        return pooled, by_source
-    return max(b["quantile_value"] for b in by_source), by_source
 
 
 def load_init_weights(net: AnatPasteNet, path: str | Path) -> None:
