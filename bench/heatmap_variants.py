@@ -4,7 +4,7 @@
 
 The shipped map (``anatpaste/score/heatmap.py``) uses layer2 pooled onto layer3's grid (8 x 8 at 128 px).
 Finer grids are the obvious alternative (PaDiM uses layer1-3 at layer1's grid). Each variant here is fitted,
-scaled and windowed exactly as a model file's map (``HeatmapScorer`` + ``calibrate_heatmap``'s steps): Gaussians
+scaled and windowed exactly as a model file's map (``HeatmapScorer`` + ``calibrate_heatmap``): Gaussians
 on the model's training normals, the per-location scale and the display threshold on its held-out normals.
 
 Label-free figures (what a choice may rest on), on the held-out normals and modified copies of them:
@@ -35,7 +35,7 @@ from anatpaste.model.shipped import DEFAULT_MODEL  # noqa: E402
 from anatpaste.paste import AnatPaste  # noqa: E402
 from anatpaste.score import Detector  # noqa: E402
 from anatpaste.score.features import normalise_input  # noqa: E402
-from anatpaste.score.heat_calibration import DISPLAY_QUANTILE, location_scale, windowed_maps  # noqa: E402
+from anatpaste.score.heat_calibration import calibrate_heatmap, windowed_maps  # noqa: E402
 from anatpaste.score.heatmap import HeatmapScorer, feature_grid  # noqa: E402
 from anatpaste.train.selection import holdout_split, pasted_copies  # noqa: E402
 from bench.common import SHARED_DATA, command_line, git_commit, machine, write_results  # noqa: E402
@@ -118,14 +118,14 @@ def main(argv: list[str] | None = None) -> int:
             int(det.payload["config"]["heatmap_channels"]),
             generator=torch.Generator().manual_seed(seed),
         )
-        heat = heat.with_scale(location_scale(heat.distance_grid(grid_of(feats["hold"]))))
+        # scaled and given its display threshold exactly as a model file's map (per source, as export does)
+        heat, display, _ = calibrate_heatmap(heat, heat.distance_grid(grid_of(feats["hold"])), hold.lungs, hold.source)
 
         def peaks(m: Maps, lungs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             w = windowed_maps(heat, heat.distance_grid(grid_of(m)), lungs)  # noqa: B023 (used at once)
             return w, w.flatten(1).amax(1)
 
         _, normal_peaks = peaks(feats["hold"], hold.lungs)
-        display = float(torch.quantile(normal_peaks, DISPLAY_QUANTILE))
         row: dict[str, float] = {"display_threshold": display}
         for kind, f in copy_feats.items():
             maps, p = peaks(f, hold.lungs)
