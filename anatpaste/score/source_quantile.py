@@ -26,11 +26,11 @@ def highest_source_quantile(
     pooled = float(np.quantile(scores, quantile))
     if source is None:
         return pooled, []
-    src = source.numpy()
+    members = {int(k): source.numpy() == k for k in np.unique(source.numpy())}
     by_source = [
-        {"source": int(k), "n": int((src == k).sum()), "quantile_value": float(np.quantile(scores[src == k], quantile))}
-        for k in np.unique(src)
-        if (src == k).sum() >= MIN_SOURCE_NORMALS
+        {"source": k, "n": int(m.sum()), "quantile_value": float(np.quantile(scores[m], quantile))}
+        for k, m in members.items()
+        if m.sum() >= MIN_SOURCE_NORMALS
     ]
     if len(by_source) < 2:
         return pooled, by_source
