@@ -23,10 +23,11 @@ import torch
 
 from anatpaste.adapt.calibrate import MIN_NORMALS, CalibrationError, calibrate
 from anatpaste.adapt.check import CheckScores, lesion_scores, lesioned_copies, paired_gain
-from anatpaste.adapt.finetune import FinetuneRecipe, StepCallback, finetune
+from anatpaste.adapt.finetune import FinetuneRecipe, StepCallback, finetune, trained_images
 from anatpaste.data import ImageSet
 from anatpaste.model.file import dequantize_state, encoder_of, quantize_state
 from anatpaste.model.resnet import ResNet18Encoder
+from anatpaste.model.trained_on import with_trained_on
 from anatpaste.precision import use_bf16
 from anatpaste.train.selection import split_holdout
 
@@ -184,7 +185,8 @@ def adapt(
     calibrated["adaptation"] = {**adaptation, "encoder": "calibrated (the parent model's encoder)"}
     finetuned = {}
     for name, (enc, state) in tuned.items():
-        cand = {**payload, "encoder": state, "encoder_quantized": quantized}
+        seen = trained_images(tune, recipes[name], replay)
+        cand = with_trained_on({**payload, "encoder": state, "encoder_quantized": quantized}, seen, parent=payload)
         # Its threshold comes from the check normals alone: the fine-tune learnt the others (see calibrate).
         finetuned[name] = calibrate(cand, data, encoder=enc, summary=extra, threshold_from=check_idx)
         finetuned[name]["adaptation"] = {

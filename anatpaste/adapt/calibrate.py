@@ -6,6 +6,10 @@ new study will be. With ``n`` cross-fitted scores and the threshold at the ``k``
 normals above it (the false-positive rate) follows Beta(n + 1 − k, k) whatever the score distribution, which
 gives the stored interval. ``k = ceil(q·(n + 1))`` makes the expected false-positive rate at most ``1 − q``.
 
+Normals the encoder has trained on (recorded in the model file, :mod:`anatpaste.model.trained_on`) score lower
+than new ones: they are left out of the threshold when at least :data:`MIN_NORMALS` others remain, and the
+model file says so (``threshold.n_seen_left_out``, or a ``warning`` when too few others remain).
+
 The input gate's picture statistics (:mod:`anatpaste.gate.picture`) are the encoder's: a payload whose statistics
 were fitted with its encoder keeps them (calibrate does not change it); one without usable statistics — none, an
 older format, or its parent's copied along with a fine-tuned encoder (``adapt``'s candidates) — gets them fitted
@@ -29,6 +33,7 @@ from anatpaste.errors import AnatPasteError
 from anatpaste.gate.picture import statistics_problem, with_input_statistics
 from anatpaste.model.file import encoder_of
 from anatpaste.model.resnet import ResNet18Encoder
+from anatpaste.model.trained_on import seen_by_encoder
 from anatpaste.score import GaussianScorer, HeatmapScorer
 from anatpaste.score.features import extract
 from anatpaste.score.heat_calibration import DISPLAY_HOW, calibrate_heatmap
@@ -116,6 +121,39 @@ def crossfit_heat_distances(grids: torch.Tensor, channels: int, seed: int, folds
     return out
 
 
+@dataclass
+class SeenNormals:
+    """How many of the normals offered for the threshold the encoder has trained on, and what was done."""
+
+    n_seen: int
+    n_left_out: int
+    warning: str | None = None
+
+
+def threshold_normals(
+    payload: dict[str, Any], data: ImageSet, threshold_from: torch.Tensor | None = None
+) -> tuple[np.ndarray, SeenNormals]:
+    """Indices of the normals whose cross-fitted scores set the threshold: ``threshold_from`` (default all)
+    without those the encoder trained on (:mod:`anatpaste.model.trained_on`), unless fewer than
+    :data:`MIN_NORMALS` would be left; then all of them, with a warning that the threshold will flag more new
+    normals than its target."""
+    offered = (
+        np.arange(len(data)) if threshold_from is None else torch.as_tensor(threshold_from, dtype=torch.long).numpy()
+    )
+    seen = seen_by_encoder(payload, data.images).numpy()[offered]
+    n_seen = int(seen.sum())
+    if n_seen == 0:
+        return offered, SeenNormals(0, 0)
+    if len(offered) - n_seen >= MIN_NORMALS:
+        return offered[~seen], SeenNormals(n_seen, n_seen)
+    warning = (
+        f"{n_seen} of the {len(offered)} normals for the threshold are films this model's encoder trained on, which "
+        f"score lower than new normals; fewer than {MIN_NORMALS} others, so all were used: expect more new normals "
+        "flagged than the target. Calibrate on normals the model has not trained on."
+    )
+    return offered, SeenNormals(n_seen, 0, warning)
+
+
 def calibrate(
     payload: dict[str, Any],
     data: ImageSet,
@@ -140,7 +178,8 @@ def calibrate(
         summary: stored under ``calibration`` (e.g. folders, skipped files).
         threshold_from: indices of the normals whose cross-fitted scores set the threshold (default: all).
             After a fine-tune, only the normals it never trained on: the encoder has learnt the others, whose
-            scores are then too low and would give a threshold that flags too many new normals.
+            scores are then too low and would give a threshold that flags too many new normals. Normals that
+            the payload records as trained on are left out too (:func:`threshold_normals`).
 
     Raises:
         CalibrationError: fewer than :data:`MIN_NORMALS` images.
@@ -159,8 +198,8 @@ def calibrate(
     gauss = GaussianScorer.fit(emb)
     heat = HeatmapScorer.fit(grids, channels, generator=torch.Generator().manual_seed(seed))
     scores = crossfit_scores(emb, seed=seed)
-    if threshold_from is not None:
-        scores = scores[torch.as_tensor(threshold_from, dtype=torch.long).numpy()]
+    chosen, seen = threshold_normals(payload, data, threshold_from)
+    scores = scores[chosen]
     thr = crossfit_threshold(scores, quantile)
     folds = min(len(data), MAX_FOLDS)
     out = dict(payload)
@@ -170,12 +209,15 @@ def calibrate(
     out["threshold"] = {
         **thr.to_dict(),
         "crossfit_scores": sorted(float(s) for s in scores),
+        "n_seen_by_encoder": seen.n_seen,
+        "n_seen_left_out": seen.n_left_out,
         "how": (
             f"k-th smallest of {thr.n} cross-fitted scores of the site's normals ({folds} folds: each scored by a "
             "Gaussian fitted without it"
-            + ("; only normals the fine-tune never trained on" if threshold_from is not None else "")
+            + ("; only normals the encoder never trained on" if seen.n_left_out or threshold_from is not None else "")
             + "), k = ceil(q (n + 1)); false-positive rate on new normals ~ Beta(n + 1 - k, k) (no abnormal labels)"
         ),
+        **({"warning": seen.warning} if seen.warning else {}),
     }
     if statistics_problem(payload) is not None:  # else the parent's, still those of this encoder, are kept
         # Fitted on every site normal given (for a fine-tuned candidate: those it trained on and its check

@@ -83,6 +83,18 @@ def frozen_modules(encoder: ResNet18Encoder, freeze: str) -> list[torch.nn.Modul
     raise ValueError(f"freeze must be one of {FREEZE_LEVELS}, got {freeze!r}")
 
 
+def replay_per_batch(recipe: FinetuneRecipe, replay: ImageSet | None) -> int:
+    """How many of each batch's originals the fine-tune draws from ``replay``."""
+    return round(recipe.batch_size * recipe.replay_fraction) if replay is not None and len(replay) else 0
+
+
+def trained_images(local: ImageSet, recipe: FinetuneRecipe, replay: ImageSet | None = None) -> torch.Tensor:
+    """The images a fine-tune with ``recipe`` draws its batches from: ``local``, and ``replay`` if it is used."""
+    if replay is not None and replay_per_batch(recipe, replay):
+        return torch.cat([local.images, replay.images])
+    return local.images
+
+
 StepCallback = Callable[[int, int, float], None]  # (step, total, loss)
 
 
@@ -117,7 +129,7 @@ def finetune(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=recipe.steps)
     gen = torch.Generator(device=dev).manual_seed(recipe.seed + 1)
     paster = AnatPaste()
-    n_replay = round(recipe.batch_size * recipe.replay_fraction) if replay is not None and len(replay) else 0
+    n_replay = replay_per_batch(recipe, replay)
     n_local = recipe.batch_size - n_replay
     pools = [(local.images.to(dev), local.lungs.to(dev), n_local)]
     if replay is not None and n_replay:

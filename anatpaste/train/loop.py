@@ -21,7 +21,9 @@ import torch
 
 from anatpaste import __version__
 from anatpaste.data import ImageSet
-from anatpaste.model.file import save_model
+from anatpaste.errors import ModelFileError
+from anatpaste.model.file import load_model, save_model
+from anatpaste.model.trained_on import with_trained_on
 from anatpaste.train.batches import PastedBatches
 from anatpaste.train.config import TrainConfig
 from anatpaste.train.export import build_payload
@@ -203,8 +205,19 @@ def export_model(
     """Fit the scorers with the selected network (moved to the CPU) and write the model file atomically."""
     run.net.cpu().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # Module.to takes memory_format; torch's overloads omit it
     payload = build_payload(run.net.encoder, config, train_set, holdout, summary, data_summary)
+    payload = with_trained_on(payload, train_set.images, parent=init_payload(config.init_weights))
     save_model(payload, output)
     return payload
+
+
+def init_payload(init_weights: str | None) -> dict[str, Any] | None:
+    """The model file the run started from (its encoder saw that file's training normals), else None."""
+    if not init_weights:
+        return None
+    try:
+        return load_model(init_weights)
+    except ModelFileError:  # a torchvision state dict: it never saw a radiograph
+        return None
 
 
 def run_summary(run: RunState, config: TrainConfig, process: Process, selected: int) -> dict[str, Any]:

@@ -255,6 +255,8 @@ class AnatPasteTrain(TrainTask):
             "threshold": thr["value"],
             "expected_fpr": thr.get("expected_fpr"),
             "fpr_interval": thr.get("fpr_interval"),
+            "n_seen_left_out": thr.get("n_seen_left_out", 0),
+            "threshold_warning": thr.get("warning"),
             "adapt_chosen": chosen,
             "adapt_check": payload.get("adaptation", {}).get("check"),
         }

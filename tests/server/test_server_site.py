@@ -70,6 +70,8 @@ def test_calibrate_publishes_the_same_encoder_with_a_crossfitted_threshold(env):
     payload = torch.load(store.current().path, map_location="cpu", weights_only=True)
     assert same_encoder(payload["encoder"], encoder_bytes(parent.path))
     assert payload["threshold"]["n"] == payload["calibration"]["n_images"] == 4 + 10  # confirmed + base normals
+    # None of them is a film the tiny model trained on (ZhangLab train normals): nothing left out, no warning.
+    assert result["n_seen_left_out"] == 0 and result["threshold_warning"] is None
     stats = client.get("/info/").json()["train_stats"]["anatpaste"]
     assert stats["outcome"] == "published" and stats["mode"] == "calibrate"
 

@@ -178,6 +178,12 @@ def test_site_adaptation_texts_show_the_verdict_and_its_figures():
         "Calibration finished - published calibrate-1 - expected false-positive rate 4.9 % (90 %: 2.6-7.7 %)"
     )
     assert training_text(TrainingStatus(status="RUNNING", mode="calibrate")) == "Calibrating"
+    again = TrainingStatus(status="DONE", mode="calibrate", published_version="calibrate-2", expected_fpr=0.05,
+                           seen_left_out=32, threshold_warning=None)
+    assert training_text(again).endswith("; 32 normals the model had trained on left out of the threshold")
+    warned = TrainingStatus.from_json({"status": "DONE", "mode": "calibrate", "published_version": "calibrate-3",
+                                       "expected_fpr": 0.05, "threshold_warning": "too few new normals"})
+    assert training_text(warned).endswith(" - warning: too few new normals")
     adapted = TrainingStatus(status="DONE", mode="adapt", step=300, total=300, published_version="adapt-2",
                              adapt_chosen="calibrated", acceptance_auc=0.81, acceptance_published_auc=0.78)
     text = training_text(adapted)

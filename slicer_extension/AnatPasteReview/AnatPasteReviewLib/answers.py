@@ -40,6 +40,8 @@ class TrainingStatus:
     expected_fpr: float | None = None  # share of new normals expected above the new threshold
     fpr_interval: tuple[float, float] | None = None  # 90 % interval of that share
     adapt_chosen: str | None = None  # adapt: "calibrated" or the kept fine-tune's recipe ("gentle", "strong")
+    seen_left_out: int = 0  # normals left out of the new threshold because the model had trained on them
+    threshold_warning: str | None = None  # the threshold came from normals the model trained on: too many flags
 
     @property
     def running(self) -> bool:
@@ -85,6 +87,8 @@ class TrainingStatus:
             expected_fpr=_opt_float(stats.get("expected_fpr")),
             fpr_interval=_opt_pair(stats.get("fpr_interval")),
             adapt_chosen=opt_str(stats.get("adapt_chosen")),
+            seen_left_out=_opt_int(stats.get("n_seen_left_out")) or 0,
+            threshold_warning=opt_str(stats.get("threshold_warning")),
         )
 
 

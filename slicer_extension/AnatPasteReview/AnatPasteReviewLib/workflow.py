@@ -282,7 +282,11 @@ def _verdict_parts(t: TrainingStatus) -> list[str]:
             fpr = f"expected false-positive rate {100 * t.expected_fpr:.1f} %"
             if t.fpr_interval:
                 fpr += f" (90 %: {100 * t.fpr_interval[0]:.1f}-{100 * t.fpr_interval[1]:.1f} %)"
+            if t.seen_left_out:
+                fpr += f"; {t.seen_left_out} normals the model had trained on left out of the threshold"
             parts.append(fpr)
+        if t.threshold_warning:
+            parts.append(f"warning: {t.threshold_warning}")
     if t.acceptance_auc is not None:
         vs = f" vs published {t.acceptance_published_auc:.3f}" if t.acceptance_published_auc is not None else ""
         parts.append(f"acceptance-set AUC {t.acceptance_auc:.3f}{vs}")
