@@ -66,6 +66,9 @@ def figures(payload: dict, test_n: ImageSet, test_a: ImageSet) -> dict:
     out = {k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}
     out.update(fpr_at_threshold=round(float(np.mean(s0 > det.threshold)), 4), target_fpr=round(target, 4),
                tpr_at_threshold=round(float(np.mean(s1 > det.threshold)), 4))
+    thr = payload["threshold"]  # how many normals set the threshold, and how many the network had trained on
+    out.update(threshold_n=thr.get("n"), n_seen_left_out=thr.get("n_seen_left_out"),
+               threshold_warning=bool(thr.get("warning")))
     return out
 
 
