@@ -4,7 +4,8 @@
 
 Variants (same encoder, no retraining):
 - features: the 512-d embedding (shipped), or layer2 + layer3 + layer4 pooled and concatenated (896-d);
-- scorer: the Gaussian (Mahalanobis, shipped) or the mean cosine distance to the 5 nearest training normals;
+- scorer: the Gaussian (Mahalanobis, shipped), the mean cosine distance to the 5 nearest training normals, or
+  one Gaussian per training source (children, adults) with the smallest scaled distance (``--scorers``);
 - weights: int8 as stored in the model file (shipped), or the fp32 weights of the same step from the run's
   checkpoint (``--checkpoint``, which holds the selected step's fp32 state).
 The label-free figure is the synthetic-anomaly AUC: the model's held-out training normals against fixed pasted
@@ -19,11 +20,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from anatpaste.adapt.calibrate import crossfit_scores  # noqa: E402
 from anatpaste.io import read_radiograph  # noqa: E402
 from anatpaste.model import AnatPasteNet  # noqa: E402
 from anatpaste.model.resnet import ResNet18Encoder  # noqa: E402
@@ -58,10 +61,24 @@ def knn_scores(fit: torch.Tensor, x: torch.Tensor, k: int = 5) -> torch.Tensor:
     return 1 - sim.topk(k, dim=1).values.mean(1)
 
 
-def scorer(kind: str, fit: torch.Tensor):
+def per_source_gaussian(fit: torch.Tensor, source: torch.Tensor):
+    """One Gaussian per training source; a film's score is its smallest distance, each source's distance in
+    units of the median cross-fitted distance of that source's own normals (so a source with few normals, whose
+    Gaussian is looser, is not favoured or penalised by its scale)."""
+    parts = []
+    for s in source.unique().tolist():
+        own = fit[source == s]
+        parts.append((GaussianScorer.fit(own), float(np.median(crossfit_scores(own, folds=5)))))
+    return lambda x: torch.stack([g.score(x) / m for g, m in parts]).min(0).values
+
+
+def scorer(kind: str, fit: torch.Tensor, source: torch.Tensor | None = None):
     if kind == "gaussian":
         g = GaussianScorer.fit(fit)
         return lambda x: g.score(x)
+    if kind == "gaussian-per-source":
+        assert source is not None
+        return per_source_gaussian(fit, source)
     return lambda x: knn_scores(fit, x)
 
 
@@ -74,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     ap.add_argument("--checkpoint", type=Path, help="the run's .ckpt, for the fp32 weights of the selected step")
     ap.add_argument("--out", type=Path, default=Path("bench/results/scoring_variants.json"))
+    ap.add_argument("--scorers", nargs="+", default=["gaussian", "knn5"],
+                    choices=["gaussian", "knn5", "gaussian-per-source"])
+    ap.add_argument("--features", nargs="+", default=["emb", "l234"], choices=["emb", "l234"])
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     det = Detector.load(args.model)
@@ -98,9 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         feats = {k: features(enc, x, det.mean, det.std) for k, x in
                  {"fit": train_set.images, "held": holdout.images, "pasted": pasted}.items()}
         site_feats = {s: [features(enc, x, det.mean, det.std) for x in pair] for s, pair in sites.items()}
-        for fname in ("emb", "l234"):
-            for kind in ("gaussian", "knn5"):
-                score = scorer(kind, feats["fit"][fname])
+        for fname in args.features:
+            for kind in args.scorers:
+                score = scorer(kind, feats["fit"][fname], train_set.source)
                 row = {
                     "weights": wname, "features": fname, "scorer": kind,
                     "label_free_synthetic_auc": auc(score(feats["held"][fname]), score(feats["pasted"][fname])),
