@@ -35,11 +35,11 @@ from anatpaste.model.file import encoder_of
 from anatpaste.model.resnet import ResNet18Encoder
 from anatpaste.model.trained_on import seen_by_encoder
 from anatpaste.score import GaussianScorer, HeatmapScorer
+from anatpaste.score.crossfit import MAX_FOLDS, crossfit_scores, fold_index
 from anatpaste.score.features import extract
 from anatpaste.score.heat_calibration import DISPLAY_HOW, calibrate_heatmap
 
 MIN_NORMALS = 10  # below this the threshold's false-positive rate interval spans most of [0, 1]
-MAX_FOLDS = 20
 
 
 class CalibrationError(AnatPasteError, ValueError):
@@ -67,26 +67,6 @@ class Threshold:
             "expected_fpr": self.expected_fpr,
             "fpr_interval": list(self.fpr_interval),
         }
-
-
-def fold_index(n: int, folds: int, seed: int) -> np.ndarray:
-    """Fold number (0..folds-1) of each of ``n`` items, balanced and shuffled with ``seed``."""
-    order = np.random.default_rng(seed).permutation(n)
-    out = np.empty(n, dtype=np.int64)
-    out[order] = np.arange(n) % folds
-    return out
-
-
-def crossfit_scores(emb: torch.Tensor, folds: int | None = None, seed: int = 0) -> np.ndarray:
-    """Score each embedding with a Gaussian fitted on the other folds (``folds`` = n is leave-one-out)."""
-    n = emb.shape[0]
-    folds = min(n, MAX_FOLDS) if folds is None else min(folds, n)
-    fold = fold_index(n, folds, seed)
-    out = np.empty(n, dtype=np.float64)
-    for f in range(folds):
-        inside = torch.from_numpy(fold == f)
-        out[inside.numpy()] = GaussianScorer.fit(emb[~inside]).score(emb[inside]).double().numpy()
-    return out
 
 
 def crossfit_threshold(scores: np.ndarray, quantile: float) -> Threshold:
@@ -204,6 +184,7 @@ def calibrate(
     folds = min(len(data), MAX_FOLDS)
     out = dict(payload)
     out["gaussian"] = gauss.state_dict()
+    out["image_scorer"] = "one Gaussian of the site's normals"  # a site is one source
     heat, display, _ = calibrate_heatmap(heat, crossfit_heat_distances(grids, channels, seed), data.lungs)
     out["heatmap"] = {**heat.state_dict(), "display_max": display, "display_how": DISPLAY_HOW + ", cross-fitted"}
     out["threshold"] = {

@@ -16,9 +16,9 @@ from anatpaste.model.file import encoder_of, load_model
 from anatpaste.model.shipped import resolve_model
 from anatpaste.preprocess import model_grid
 from anatpaste.score.features import extract
-from anatpaste.score.gaussian import GaussianScorer
 from anatpaste.score.heat_calibration import lung_window
 from anatpaste.score.heatmap import HeatmapScorer
+from anatpaste.score.source_gaussians import image_scorer
 from anatpaste.segment import DEFAULT_METHOD, METHODS, segment_lungs
 
 
@@ -74,7 +74,7 @@ class Detector:
         method = str(pre.get("segmentation", DEFAULT_METHOD))
         self.segmentation = method if method in METHODS else DEFAULT_METHOD
         self.encoder = encoder_of(payload).to(self.device)
-        self.gaussian = GaussianScorer.from_state_dict(payload["gaussian"])
+        self.gaussian = image_scorer(payload["gaussian"])  # one Gaussian, or one per training source
         self.heat = HeatmapScorer.from_state_dict(payload["heatmap"])
         self.heat_display_max = float(payload["heatmap"].get("display_max", 1.0))
         self.threshold = float(payload["threshold"]["value"])

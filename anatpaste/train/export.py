@@ -15,12 +15,48 @@ from anatpaste.gate.picture import with_input_statistics
 from anatpaste.model import AnatPasteNet
 from anatpaste.model.file import dequantize_state, load_model, quantize_state
 from anatpaste.model.resnet import ResNet18Encoder
-from anatpaste.score import GaussianScorer, HeatmapScorer
+from anatpaste.score import HeatmapScorer
 from anatpaste.score.features import extract
 from anatpaste.score.heat_calibration import DISPLAY_HOW, calibrate_heatmap
+from anatpaste.score.source_gaussians import SourceGaussians, fit_image_scorer
 from anatpaste.score.source_quantile import highest_source_quantile
 from anatpaste.segment import DEFAULT_METHOD
 from anatpaste.train.config import TrainConfig
+
+
+def image_score_fit(
+    emb: torch.Tensor,
+    source: torch.Tensor | None,
+    h_emb: torch.Tensor,
+    h_source: torch.Tensor | None,
+    seed: int,
+    quantile: float,
+) -> dict[str, Any]:
+    """The model file's image scorer (``gaussian``, ``image_scorer``) fitted on the training normals' embeddings
+    ``emb``, and its ``threshold`` from the held-out normals' ``h_emb`` (the highest per-source quantile)."""
+    gauss = fit_image_scorer(emb, source, seed=seed)
+    h_scores = gauss.score(h_emb).numpy()
+    value, by_source = highest_source_quantile(h_scores, h_source, quantile)
+    return {
+        "gaussian": gauss.state_dict(),
+        "image_scorer": (
+            "one Gaussian per training source, smallest distance in units of the source's median cross-fitted one"
+            if isinstance(gauss, SourceGaussians)
+            else "one Gaussian of the training normals"
+        ),
+        "threshold": {
+            "value": value,
+            "quantile": quantile,
+            "holdout_scores": sorted(float(s) for s in h_scores),
+            "by_source": by_source,
+            "how": (
+                "quantile of anomaly scores on held-out normal training images (no abnormal labels)"
+                if len(by_source) < 2
+                else "highest of the per-source quantiles of anomaly scores on held-out normal training images"
+                " (no abnormal labels)"
+            ),
+        },
+    }
 
 
 def build_payload(
@@ -45,11 +81,9 @@ def build_payload(
         enc_state = {k: v.float() if v.is_floating_point() else v for k, v in encoder.state_dict().items()}
     mean, std = config.norm
     emb, grids = extract(encoder, train_set.images, mean, std, with_grid=True)
-    gauss = GaussianScorer.fit(emb)
     heat = HeatmapScorer.fit(grids, config.heatmap_channels, generator=torch.Generator().manual_seed(config.seed))
     h_emb, h_grids = extract(encoder, holdout.images, mean, std, with_grid=True)
-    h_scores = gauss.score(h_emb).numpy()
-    threshold, by_source = highest_source_quantile(h_scores, holdout.source, config.threshold_quantile)
+    image = image_score_fit(emb, train_set.source, h_emb, holdout.source, config.seed, config.threshold_quantile)
     heat, heat_display, display_by_source = calibrate_heatmap(
         heat, heat.distance_grid(h_grids), holdout.lungs, holdout.source
     )
@@ -58,24 +92,12 @@ def build_payload(
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "encoder": enc_state,
         "encoder_quantized": bool(config.quantize),
-        "gaussian": gauss.state_dict(),
+        **image,
         "heatmap": {
             **heat.state_dict(),
             "display_max": heat_display,
             "display_by_source": display_by_source,
             "display_how": DISPLAY_HOW,
-        },
-        "threshold": {
-            "value": threshold,
-            "quantile": config.threshold_quantile,
-            "holdout_scores": sorted(float(s) for s in h_scores),
-            "by_source": by_source,
-            "how": (
-                "quantile of anomaly scores on held-out normal training images (no abnormal labels)"
-                if len(by_source) < 2
-                else "highest of the per-source quantiles of anomaly scores on held-out normal training images"
-                " (no abnormal labels)"
-            ),
         },
         "preprocessing": {
             "image_size": config.image_size,
