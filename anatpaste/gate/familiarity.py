@@ -47,9 +47,10 @@ from anatpaste.preprocess import model_grid
 if TYPE_CHECKING:
     from anatpaste.score.detector import Detector, ScoreResult
 
-# Just above the highest score of the 2,756 real frontal films under the shipped default (6.9 spreads with
-# default-1548a97afe8c; 10.3 with the previous default and with the pediatric zhanglab_cpu, whose adult films lie
-# far from its normals, so that model flags some of them unfamiliar: they are).
+# Above the highest score of the 2,756 real frontal films under the shipped default (5.9 spreads with its
+# per-source Gaussians, default-05d9ab9bac11; 6.9 with one pooled Gaussian, where it was set; 10.3 with the
+# previous default and with the pediatric zhanglab_cpu, whose adult films lie far from its normals, so that
+# model flags some of them unfamiliar: they are).
 SPREADS = 7.5
 # The picture's own statistics (anatpaste.gate.picture), in spreads of the normals' cross-fitted distances. Set on
 # the 2,756 real frontal films of ../shared/data as a whole (bench/results/input_gate.json, cue_percentiles) with a
