@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             fig, heat, lung, coloured = film_figures(det, image)
             rows.append(fig)
             if i in shown:
-                label = f"{site} {cls} score {fig['score']:.1f}" + (" FLAGGED" if fig["score"] > det.threshold else "")
+                label = f"{site} {cls} score {fig['score']:.2f}" + (" FLAGGED" if fig["score"] > det.threshold else "")
                 tiles.append(_tile(image, heat, lung, coloured, det, label, 320))
         keys = [k for k in rows[0] if k != "score"]
         results[f"{site}/{cls}"] = {
