@@ -105,8 +105,8 @@ def check_orientation(det: Detector, gate: ContentCheck, score: float, source: s
     margin = spread(det.payload)
     if float(back.min()) < score - margin:
         raise NotAChestRadiographError(
-            f"{source}: not scored: the film looks {gate.suspect} (score {score:.1f}; turned back "
-            f"{float(back.min()):.1f}); turn it upright and send it again",
+            f"{source}: not scored: the film looks {gate.suspect} (score {score:.3g}; turned back "
+            f"{float(back.min()):.3g}); turn it upright and send it again",
             reason="orientation",
             detail=gate.suspect,
         )
@@ -158,7 +158,7 @@ def check_turned(
     if evidence > TURNED_EVIDENCE:
         raise NotAChestRadiographError(
             f"{source}: not scored: the film looks {way} (turned back, its layout is {gains[way]:.1f} spreads "
-            f"closer to the training films' and it scores {float(back.min()):.1f} instead of {score:.1f}); turn it "
+            f"closer to the training films' and it scores {float(back.min()):.3g} instead of {score:.3g}); turn it "
             "upright and send it again",
             reason="orientation",
             detail=way,
@@ -221,7 +221,7 @@ def model_checks(det: Detector, gate: ContentCheck, score: float, source: str, *
         }
         value, most = seen[flags[0]]
         raise NotAChestRadiographError(
-            f"{source}: not scored: {WARNINGS[flags[0]]} ({value:.1f}, limit {most:.1f})",
+            f"{source}: not scored: {WARNINGS[flags[0]]} ({value:.3g}, limit {most:.3g})",
             reason=flags[0],
             detail=f"{value:.4f}",
         )
