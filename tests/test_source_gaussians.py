@@ -79,3 +79,23 @@ def test_the_shipped_model_scores_with_its_sources_gaussians(shipped):
     g = shipped.gaussian
     direct = min(float(p.score(emb)[0]) / s for p, s in zip(g.parts, g.scales, strict=True))
     assert float(shipped.score_grids(film)[0]) == pytest.approx(direct, rel=1e-5)
+
+
+def test_a_two_source_training_run_exports_per_source_gaussians(tmp_path):
+    from anatpaste.train import TrainConfig, train
+
+    children = load_image_set(zhang_files("train", "NORMAL")[200:214], 64, progress=False)
+    adults = load_image_set(sorted((SHARED_DATA / "nih" / "train" / "NORMAL").glob("*.png"))[:14], 64, progress=False)
+    data = ImageSet.concat([children, adults])
+    cfg = TrainConfig(image_size=64, steps=2, batch_size=4, seed=0, eval_every=0, checkpoint_every=0,
+                      holdout_fraction=0.25, balance_sources=True)
+    train(cfg, data, tmp_path / "two.pt", device="cpu")
+    payload = load_model(tmp_path / "two.pt")
+    assert "per_source" in payload["gaussian"] and len(payload["gaussian"]["per_source"]) == 2
+    assert "per training source" in payload["image_scorer"]
+    det = Detector.load(tmp_path / "two.pt")
+    scores = det.score_grids(data.images)
+    assert np.all(np.isfinite(scores)) and float(np.median(scores)) < 1.5  # scaled: a training normal is about 1
+    # With a single source the same run keeps one Gaussian.
+    train(cfg, children, tmp_path / "one.pt", device="cpu")
+    assert set(load_model(tmp_path / "one.pt")["gaussian"]) == {"mean", "precision"}
