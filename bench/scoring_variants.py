@@ -20,13 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from anatpaste.adapt.calibrate import crossfit_scores  # noqa: E402
 from anatpaste.io import read_radiograph  # noqa: E402
 from anatpaste.model import AnatPasteNet  # noqa: E402
 from anatpaste.model.resnet import ResNet18Encoder  # noqa: E402
@@ -36,6 +34,7 @@ from anatpaste.score import (
     GaussianScorer,  # noqa: E402
 )
 from anatpaste.score.features import normalise_input  # noqa: E402
+from anatpaste.score.source_gaussians import SourceGaussians  # noqa: E402
 from anatpaste.train.selection import evaluation_sets, holdout_split  # noqa: E402
 from bench.common import command_line, git_commit, machine, write_results  # noqa: E402
 from bench.default_model import TrainingNormals, test_sets  # noqa: E402
@@ -61,24 +60,13 @@ def knn_scores(fit: torch.Tensor, x: torch.Tensor, k: int = 5) -> torch.Tensor:
     return 1 - sim.topk(k, dim=1).values.mean(1)
 
 
-def per_source_gaussian(fit: torch.Tensor, source: torch.Tensor):
-    """One Gaussian per training source; a film's score is its smallest distance, each source's distance in
-    units of the median cross-fitted distance of that source's own normals (so a source with few normals, whose
-    Gaussian is looser, is not favoured or penalised by its scale)."""
-    parts = []
-    for s in source.unique().tolist():
-        own = fit[source == s]
-        parts.append((GaussianScorer.fit(own), float(np.median(crossfit_scores(own, folds=5)))))
-    return lambda x: torch.stack([g.score(x) / m for g, m in parts]).min(0).values
-
-
 def scorer(kind: str, fit: torch.Tensor, source: torch.Tensor | None = None):
     if kind == "gaussian":
         g = GaussianScorer.fit(fit)
         return lambda x: g.score(x)
     if kind == "gaussian-per-source":
         assert source is not None
-        return per_source_gaussian(fit, source)
+        return SourceGaussians.fit(fit, source).score  # what a multi-source model file scores with
     return lambda x: knn_scores(fit, x)
 
 
