@@ -72,11 +72,12 @@ ImageScorer = GaussianScorer | SourceGaussians
 
 
 def fit_image_scorer(embeddings: torch.Tensor, source: torch.Tensor | None, seed: int = 0) -> ImageScorer:
-    """Per-source Gaussians when at least two sources each have MIN_SOURCE_NORMALS normals, else one Gaussian
-    (the smaller sources then only count in it, as in the threshold's rule)."""
+    """Per-source Gaussians when there are two or more sources and every one has MIN_SOURCE_NORMALS normals, else
+    one Gaussian of them all."""
     if source is not None:
         counts = torch.bincount(source)
-        if int((counts >= MIN_SOURCE_NORMALS).sum()) >= 2 and bool((counts[counts > 0] >= MIN_SOURCE_NORMALS).all()):
+        counts = counts[counts > 0]
+        if len(counts) >= 2 and bool((counts >= MIN_SOURCE_NORMALS).all()):
             return SourceGaussians.fit(embeddings, source, seed=seed)
     return GaussianScorer.fit(embeddings)
 
