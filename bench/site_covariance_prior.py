@@ -79,8 +79,8 @@ class PriorGaussian:
 def nearest_prior(priors: list[torch.Tensor], det: Detector, local: torch.Tensor) -> torch.Tensor:
     if len(priors) == 1:
         return priors[0]
-    parts = det.gaussian.parts  # type: ignore[union-attr]
-    med = [float(g.score(local).median()) / s for g, s in zip(parts, det.gaussian.scales)]  # type: ignore[union-attr]
+    parts, scales = det.gaussian.parts, det.gaussian.scales  # type: ignore[union-attr]
+    med = [float(g.score(local).median()) / s for g, s in zip(parts, scales, strict=True)]
     return priors[int(np.argmin(med))]
 
 
