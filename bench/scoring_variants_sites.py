@@ -32,7 +32,7 @@ from anatpaste.model.shipped import DEFAULT_MODEL  # noqa: E402
 from anatpaste.score import Detector, GaussianScorer  # noqa: E402
 from anatpaste.score.features import normalise_input  # noqa: E402
 from bench.common import command_line, git_commit, machine, write_results  # noqa: E402
-from bench.site_adaptation import BUDGETS, TEST_NORMALS, site_files  # noqa: E402
+from bench.site_adaptation import BUDGETS, draw_split, site_files  # noqa: E402
 
 KS = (1, 5, 10)
 
@@ -85,12 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         af = features(det, load_image_set(abn_paths, det.image_size, progress=False).images)
         ff = features(det, load_image_set(fixed, det.image_size, progress=False).images) if fixed else None
         for draw in range(args.draws):  # the draws of bench/site_adaptation.py
-            order = np.random.default_rng(1000 + draw).permutation(len(pool_all))
-            if ff is None:
-                k = TEST_NORMALS[site]
-                tn, pool = pick(pf, order[:k]), order[k:]
-            else:
-                tn, pool = ff, order
+            drawn, pool = draw_split(site, len(pool_all), draw, ff is not None)
+            tn = ff if drawn is None else pick(pf, drawn)
             for b in BUDGETS:
                 if b != "all" and int(b) >= len(pool):
                     continue

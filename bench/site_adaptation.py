@@ -58,6 +58,16 @@ def site_files(site: str) -> tuple[list[Path], list[Path], list[Path] | None]:
     return [p for p in imgs if p.stem.endswith("_0")], [p for p in imgs if p.stem.endswith("_1")], None
 
 
+def draw_split(site: str, n_pool: int, draw: int, fixed_test: bool) -> tuple[np.ndarray | None, np.ndarray]:
+    """(indices of the pool's films drawn as test normals, or None when the site has fixed test normals; indices of
+    the local-normal pool in draw order): the draws every site bench shares."""
+    order = np.random.default_rng(1000 + draw).permutation(n_pool)
+    if fixed_test:
+        return None, order
+    k = TEST_NORMALS[site]
+    return order[:k], order[k:]
+
+
 def figures(payload: dict, test_n: ImageSet, test_a: ImageSet) -> dict:
     det = Detector(payload, version="bench")
     s0, s1 = det.score_grids(test_n.images), det.score_grids(test_a.images)
@@ -110,13 +120,9 @@ def run(args: argparse.Namespace) -> dict:
         test_a = load_image_set(abn_paths, size, progress=False)
         fixed = load_image_set(fixed_test, size, progress=False) if fixed_test else None
         for draw in range(args.draws):
-            rng = np.random.default_rng(1000 + draw)
-            order = rng.permutation(len(pool_all))
-            if fixed is None:
-                k = TEST_NORMALS[site]
-                test_n, pool = pool_all.subset(order[:k].tolist()), pool_all.subset(order[k:].tolist())
-            else:
-                test_n, pool = fixed, pool_all.subset(order.tolist())
+            drawn, order = draw_split(site, len(pool_all), draw, fixed is not None)
+            test_n = fixed if drawn is None else pool_all.subset(drawn.tolist())
+            pool = pool_all.subset(order.tolist())
             base = {"site": site, "draw": draw, "n_test_normal": len(test_n), "n_test_abnormal": len(test_a)}
             rows = [{**base, "method": "zero-shot", "n_local": 0, **figures(parent, test_n, test_a)}]
             budgets = [b for b in args.budgets if b == "all" or int(b) < len(pool)]

@@ -39,7 +39,7 @@ from anatpaste.score.crossfit import fold_index  # noqa: E402
 from anatpaste.score.features import extract  # noqa: E402
 from anatpaste.score.source_gaussians import SourceGaussians  # noqa: E402
 from bench.common import command_line, git_commit, machine, write_results  # noqa: E402
-from bench.site_adaptation import BUDGETS, TEST_NORMALS, site_files  # noqa: E402
+from bench.site_adaptation import BUDGETS, draw_split, site_files  # noqa: E402
 
 KAPPAS: tuple[float, ...] = (0.0, 25.0, 100.0, 400.0, 1600.0, math.inf)
 
@@ -110,12 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         ae = embed(det, load_image_set(abn_paths, det.image_size, progress=False).images)
         fe = embed(det, load_image_set(fixed, det.image_size, progress=False).images) if fixed else None
         for draw in range(args.draws):  # the draws of bench/site_adaptation.py
-            order = np.random.default_rng(1000 + draw).permutation(len(pool_all))
-            if fe is None:
-                k = TEST_NORMALS[site]
-                tn, pool = pe[order[:k]], order[k:]
-            else:
-                tn, pool = fe, order
+            drawn, pool = draw_split(site, len(pool_all), draw, fe is not None)
+            tn = fe if drawn is None else pe[drawn]
             for b in BUDGETS:
                 if b != "all" and int(b) >= len(pool):
                     continue
