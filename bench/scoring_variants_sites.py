@@ -27,12 +27,11 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from anatpaste.adapt.check import lesioned_copies  # noqa: E402
-from anatpaste.data import load_image_set  # noqa: E402
 from anatpaste.model.shipped import DEFAULT_MODEL  # noqa: E402
 from anatpaste.score import Detector, GaussianScorer  # noqa: E402
 from anatpaste.score.features import normalise_input  # noqa: E402
 from bench.common import command_line, git_commit, machine, write_results  # noqa: E402
-from bench.site_adaptation import BUDGETS, draw_split, site_files  # noqa: E402
+from bench.site_adaptation import BUDGETS, draw_split, load_site  # noqa: E402
 
 KS = (1, 5, 10)
 
@@ -79,11 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     det = Detector.load(args.model)
     rows = []
     for site in ("nih", "montgomery", "shenzhen"):
-        pool_paths, abn_paths, fixed = site_files(site)
-        pool_all = load_image_set(pool_paths, det.image_size, progress=False)
-        pf = features(det, pool_all.images)
-        af = features(det, load_image_set(abn_paths, det.image_size, progress=False).images)
-        ff = features(det, load_image_set(fixed, det.image_size, progress=False).images) if fixed else None
+        pool_all, abnormal, fixed = load_site(site, det.image_size)
+        pf, af = features(det, pool_all.images), features(det, abnormal.images)
+        ff = features(det, fixed.images) if fixed is not None else None
         for draw in range(args.draws):  # the draws of bench/site_adaptation.py
             drawn, pool = draw_split(site, len(pool_all), draw, ff is not None)
             tn = ff if drawn is None else pick(pf, drawn)

@@ -58,6 +58,13 @@ def site_files(site: str) -> tuple[list[Path], list[Path], list[Path] | None]:
     return [p for p in imgs if p.stem.endswith("_0")], [p for p in imgs if p.stem.endswith("_1")], None
 
 
+def load_site(site: str, size: int) -> tuple[ImageSet, ImageSet, ImageSet | None]:
+    """:func:`site_files` read at ``size`` px: (local-normal pool, abnormal test films, fixed test normals or None)."""
+    pool_paths, abn_paths, fixed = site_files(site)
+    sets = [load_image_set(p, size, progress=False) for p in (pool_paths, abn_paths)]
+    return sets[0], sets[1], load_image_set(fixed, size, progress=False) if fixed else None
+
+
 def draw_split(site: str, n_pool: int, draw: int, fixed_test: bool) -> tuple[np.ndarray | None, np.ndarray]:
     """(indices of the pool's films drawn as test normals, or None when the site has fixed test normals; indices of
     the local-normal pool in draw order): the draws every site bench shares."""
@@ -115,10 +122,7 @@ def run(args: argparse.Namespace) -> dict:
         results["rows"] = [r for r in earlier["rows"] if r["site"] not in args.sites]
         results["command"] = f"{earlier.get('command')}; then {results['command']}"
     for site in args.sites:
-        pool_paths, abn_paths, fixed_test = site_files(site)
-        pool_all = load_image_set(pool_paths, size, progress=False)
-        test_a = load_image_set(abn_paths, size, progress=False)
-        fixed = load_image_set(fixed_test, size, progress=False) if fixed_test else None
+        pool_all, test_a, fixed = load_site(site, size)
         for draw in range(args.draws):
             drawn, order = draw_split(site, len(pool_all), draw, fixed is not None)
             test_n = fixed if drawn is None else pool_all.subset(drawn.tolist())

@@ -32,14 +32,13 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from anatpaste.adapt.check import lesioned_copies  # noqa: E402
-from anatpaste.data import load_image_set  # noqa: E402
 from anatpaste.model.shipped import DEFAULT_MODEL  # noqa: E402
 from anatpaste.score import Detector, GaussianScorer  # noqa: E402
 from anatpaste.score.crossfit import fold_index  # noqa: E402
 from anatpaste.score.features import extract  # noqa: E402
 from anatpaste.score.source_gaussians import SourceGaussians  # noqa: E402
 from bench.common import command_line, git_commit, machine, write_results  # noqa: E402
-from bench.site_adaptation import BUDGETS, draw_split, site_files  # noqa: E402
+from bench.site_adaptation import BUDGETS, draw_split, load_site  # noqa: E402
 
 KAPPAS: tuple[float, ...] = (0.0, 25.0, 100.0, 400.0, 1600.0, math.inf)
 
@@ -104,11 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     priors = prior_covariances(det)
     rows = []
     for site in args.sites:
-        pool_paths, abn_paths, fixed = site_files(site)
-        pool_all = load_image_set(pool_paths, det.image_size, progress=False)
-        pe = embed(det, pool_all.images)
-        ae = embed(det, load_image_set(abn_paths, det.image_size, progress=False).images)
-        fe = embed(det, load_image_set(fixed, det.image_size, progress=False).images) if fixed else None
+        pool_all, abnormal, fixed = load_site(site, det.image_size)
+        pe, ae = embed(det, pool_all.images), embed(det, abnormal.images)
+        fe = embed(det, fixed.images) if fixed is not None else None
         for draw in range(args.draws):  # the draws of bench/site_adaptation.py
             drawn, pool = draw_split(site, len(pool_all), draw, fe is not None)
             tn = fe if drawn is None else pe[drawn]
