@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.covariance import ledoit_wolf
-from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from anatpaste.adapt.check import lesioned_copies  # noqa: E402
@@ -38,6 +37,7 @@ from anatpaste.score.crossfit import fold_index  # noqa: E402
 from anatpaste.score.features import extract  # noqa: E402
 from anatpaste.score.source_gaussians import SourceGaussians  # noqa: E402
 from bench.common import command_line, git_commit, machine, write_results  # noqa: E402
+from bench.scoring_variants_sites import auc  # noqa: E402
 from bench.site_adaptation import BUDGETS, draw_split, load_site  # noqa: E402
 
 KAPPAS: tuple[float, ...] = (0.0, 25.0, 100.0, 400.0, 1600.0, math.inf)
@@ -62,7 +62,6 @@ class PriorGaussian:
             s = torch.cov(x.T, correction=0)
             p = prior * (torch.trace(s) / torch.trace(prior))  # the site's total variance, the prior's shape
             cov = p if math.isinf(kappa) else (n * s + kappa * p) / (n + kappa)
-        self.cov = cov
         self.precision = torch.linalg.inv(cov)
         self.logdet = torch.linalg.slogdet(cov)[1]
 
@@ -81,10 +80,6 @@ def nearest_prior(priors: list[torch.Tensor], det: Detector, local: torch.Tensor
     parts, scales = det.gaussian.parts, det.gaussian.scales  # type: ignore[union-attr]
     med = [float(g.score(local).median()) / s for g, s in zip(parts, scales, strict=True)]
     return priors[int(np.argmin(med))]
-
-
-def auc(s0: torch.Tensor, s1: torch.Tensor) -> float:
-    return float(roc_auc_score([0] * len(s0) + [1] * len(s1), torch.cat([s0, s1]).numpy()))
 
 
 def embed(det: Detector, images: torch.Tensor) -> torch.Tensor:
